@@ -1,0 +1,3 @@
+from invoicetrail.cli import main
+
+main()

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field, StrictInt
+
+from invoicetrail.accounts.models import LegalEntity
+from invoicetrail.core.clock import iso_instant
+from invoicetrail.core.fields import AddressIn, Body, CountryCode, Name, ShortText, TaxIdIn
+
+
+class BankAccountIn(Body):
+    iban: Annotated[str, Field(max_length=64)] | None = None
+    bic: Annotated[str, Field(max_length=16)] | None = None
+
+
+class EntityCfdiIn(Body):
+    fiscal_regime: Annotated[str, Field(max_length=8)] | None = None
+    expedition_postal_code: Annotated[str, Field(max_length=10)] | None = None
+
+
+class LegalEntityCreate(Body):
+    name: Name
+    country: CountryCode
+    address: AddressIn | None = None
+    tax_ids: Annotated[list[TaxIdIn], Field(max_length=10)] = []
+    peppol_id: Annotated[str, Field(max_length=128)] | None = None
+    registration_id: ShortText | None = None
+    bank_account: BankAccountIn | None = None
+    cfdi: EntityCfdiIn | None = None
+    number_prefix: Annotated[str, Field(pattern=r"^[A-Z0-9]{1,10}$")] | None = None
+
+
+class LegalEntityOut(BaseModel):
+    id: str
+    object: str = "legal_entity"
+    name: str
+    country: str
+    address: dict[str, Any]
+    tax_ids: list[dict[str, str]]
+    peppol_id: str | None
+    registration_id: str | None
+    bank_account: dict[str, Any] | None
+    cfdi: dict[str, Any] | None
+    number_prefix: str
+    is_default: bool
+    created: str | None
+
+    @classmethod
+    def of(cls, entity: LegalEntity) -> LegalEntityOut:
+        return cls(
+            id=entity.id,
+            name=entity.name,
+            country=entity.country,
+            address=entity.address,
+            tax_ids=entity.tax_ids,
+            peppol_id=entity.peppol_id,
+            registration_id=entity.registration_id,
+            bank_account=entity.bank_account,
+            cfdi=entity.cfdi,
+            number_prefix=entity.number_prefix,
+            is_default=entity.is_default,
+            created=iso_instant(entity.created_at),
+        )
+
+
+class ApiKeyRotate(Body):
+    expire_previous_after_seconds: Annotated[StrictInt, Field(ge=0, le=7 * 86_400)] | None = None
+
+
+class ApiKeyOut(BaseModel):
+    id: str
+    object: str = "api_key"
+    secret_key: str
+    created: str | None
+    previous_key_expires_at: str | None

@@ -1,0 +1,31 @@
+"""Every tunable is a named setting read from `INVOICETRAIL_*`; nothing else is global."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite:///./var/invoicetrail.db"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="INVOICETRAIL_", extra="ignore")
+
+    database_url: str = DEFAULT_DATABASE_URL
+    db_pool_size: int = Field(default=20, ge=1, le=500)
+    db_pool_timeout_seconds: float = Field(default=30.0, gt=0)
+    sqlite_busy_timeout_seconds: float = Field(default=60.0, ge=5)
+
+    body_bytes_max: int = Field(default=1_048_576, ge=1024)
+    rate_limit_per_second: float = Field(default=1000.0, ge=0)
+    rate_limit_burst: int = Field(default=1000, ge=1)
+
+    # Keys must outlive any sane client retry window, so the floor is one day.
+    idempotency_retention_days: int = Field(default=30, ge=1)
+    event_retention_days: int = Field(default=400, ge=1)
+    api_key_rotation_overlap_seconds: int = Field(default=86_400, ge=0, le=7 * 86_400)
+
+    serve_workers: int = Field(default=1, ge=1, le=64)
+    worker_poll_interval_seconds: float = Field(default=1.0, gt=0)
+    allow_private_webhook_targets: bool = False
+    smtp_url: str | None = None

@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from invoicetrail.core.db import Base, Json, SeqType, UtcDateTime
+
+INVOICE_STATUSES = ("draft", "open", "paid", "void", "uncollectible")
+
+
+class Invoice(Base):
+    __tablename__ = "invoices"
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(40), unique=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    legal_entity_id: Mapped[str] = mapped_column(ForeignKey("legal_entities.id"))
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"))
+    status: Mapped[str] = mapped_column(String(16))
+    number: Mapped[str | None] = mapped_column(String(40))
+    currency: Mapped[str] = mapped_column(String(3))
+    collection_method: Mapped[str] = mapped_column(String(32))
+    due_date: Mapped[date | None] = mapped_column(Date)
+    external_reference: Mapped[str | None] = mapped_column(String(255))
+    metadata_: Mapped[dict[str, str]] = mapped_column("metadata", Json)
+    buyer_reference: Mapped[str | None] = mapped_column(String(255))
+    purchase_order: Mapped[str | None] = mapped_column(String(255))
+    subtotal_minor: Mapped[int] = mapped_column(BigInteger)
+    tax_minor: Mapped[int] = mapped_column(BigInteger)
+    total_minor: Mapped[int] = mapped_column(BigInteger)
+    amount_paid_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    bank_transfer_reference: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    finalized_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    paid_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    voided_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    marked_uncollectible_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    request_id: Mapped[str | None] = mapped_column(String(40))
+
+    lines: Mapped[list[InvoiceLine]] = relationship(
+        back_populates="invoice", order_by="InvoiceLine.position", cascade="all, delete-orphan"
+    )
+
+    __table_args__ = (
+        UniqueConstraint("account_id", "external_reference", name="uq_invoices_external_reference"),
+        UniqueConstraint("legal_entity_id", "number", name="uq_invoices_entity_number"),
+        UniqueConstraint(
+            "account_id", "bank_transfer_reference", name="uq_invoices_bank_transfer_reference"
+        ),
+        CheckConstraint(
+            "status IN ('draft', 'open', 'paid', 'void', 'uncollectible')",
+            name="ck_invoices_status",
+        ),
+        CheckConstraint(
+            "amount_paid_minor >= 0 AND amount_paid_minor <= total_minor",
+            name="ck_invoices_amount_paid_within_total",
+        ),
+        CheckConstraint("total_minor = subtotal_minor + tax_minor", name="ck_invoices_total"),
+        CheckConstraint(
+            "(status = 'draft') = (number IS NULL)", name="ck_invoices_number_iff_finalized"
+        ),
+        Index("ix_invoices_account_seq", "account_id", "seq"),
+        Index("ix_invoices_account_status", "account_id", "status"),
+        Index("ix_invoices_customer", "customer_id"),
+    )
+
+
+class InvoiceLine(Base):
+    __tablename__ = "invoice_lines"
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(40), unique=True)
+    invoice_id: Mapped[str] = mapped_column(ForeignKey("invoices.id"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    description: Mapped[str] = mapped_column(Text)
+    quantity: Mapped[str] = mapped_column(String(40))
+    unit_amount_minor: Mapped[int] = mapped_column(BigInteger)
+    tax_rate: Mapped[str] = mapped_column(String(16))
+    tax_category: Mapped[str | None] = mapped_column(String(4))
+    tax_exemption_reason: Mapped[str | None] = mapped_column(String(1000))
+    cfdi_product_code: Mapped[str | None] = mapped_column(String(16))
+    cfdi_unit_code: Mapped[str | None] = mapped_column(String(16))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    tax_minor: Mapped[int] = mapped_column(BigInteger)
+
+    invoice: Mapped[Invoice] = relationship(back_populates="lines")
+
+
+class NumberSequence(Base):
+    """One counter per (legal entity, document kind); locked FOR UPDATE, so gapless."""
+
+    __tablename__ = "number_sequences"
+
+    legal_entity_id: Mapped[str] = mapped_column(ForeignKey("legal_entities.id"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    last_value: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    __table_args__ = (CheckConstraint("last_value >= 0", name="ck_number_sequences_nonnegative"),)

@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+
+from invoicetrail.core.http import Empty, ListOut, PageParams, Read, Write, json_response
+from invoicetrail.core.openapi import READ_ERRORS, WRITE_ERRORS, json_body
+from invoicetrail.invoices import service
+from invoicetrail.invoices.schemas import InvoiceCreate, InvoiceOut, InvoiceUpdate
+
+router = APIRouter(prefix="/v1", tags=["invoices"])
+
+InvoiceStatusFilter = Literal["draft", "open", "paid", "void", "uncollectible"]
+
+
+@router.post(
+    "/invoices",
+    response_model=InvoiceOut,
+    responses=WRITE_ERRORS,
+    openapi_extra=json_body(InvoiceCreate),
+)
+def create_invoice(write: Write) -> Response:
+    return write.run(
+        InvoiceCreate,
+        lambda ctx, body: InvoiceOut.of(service.create(ctx, body)),
+        object_name="invoice",
+        action="create an invoice",
+    )
+
+
+@router.patch(
+    "/invoices/{invoice_id}",
+    response_model=InvoiceOut,
+    responses=WRITE_ERRORS,
+    openapi_extra=json_body(InvoiceUpdate),
+)
+def update_invoice(invoice_id: str, write: Write) -> Response:
+    return write.run(
+        InvoiceUpdate,
+        lambda ctx, body: InvoiceOut.of(service.update(ctx, invoice_id, body)),
+        object_name="invoice",
+        action="update an invoice",
+    )
+
+
+def _action_route(name: str, command: str, action_text: str) -> None:
+    fn = getattr(service, command)
+
+    def route(invoice_id: str, write: Write) -> Response:
+        return write.run(
+            Empty,
+            lambda ctx, _body: InvoiceOut.of(fn(ctx, invoice_id)),
+            object_name="invoice",
+            action=action_text,
+        )
+
+    route.__name__ = f"{command}_invoice"
+    router.post(
+        f"/invoices/{{invoice_id}}/{name}",
+        response_model=InvoiceOut,
+        responses=WRITE_ERRORS,
+        openapi_extra=json_body(Empty, required=False),
+        name=f"{command}_invoice",
+    )(route)
+
+
+_action_route("finalize", "finalize", "finalize an invoice")
+_action_route("send", "send", "send an invoice")
+_action_route("void", "void", "void an invoice")
+_action_route("mark_uncollectible", "mark_uncollectible", "mark an invoice uncollectible")
+
+
+@router.get("/invoices/{invoice_id}", response_model=InvoiceOut, responses=READ_ERRORS)
+def get_invoice(invoice_id: str, ctx: Read) -> Response:
+    return json_response(InvoiceOut.of(service.get(ctx, invoice_id)), ctx.request_id)
+
+
+@router.get("/invoices", response_model=ListOut[InvoiceOut], responses=READ_ERRORS)
+def list_invoices(
+    ctx: Read,
+    page: PageParams,
+    status: InvoiceStatusFilter | None = None,
+    customer: Annotated[str | None, Query(max_length=64)] = None,
+) -> Response:
+    rows, has_more = service.list_invoices(ctx, page, status=status, customer_id=customer)
+    return json_response(
+        ListOut[InvoiceOut](data=[InvoiceOut.of(i) for i in rows], has_more=has_more),
+        ctx.request_id,
+    )

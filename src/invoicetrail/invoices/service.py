@@ -1,0 +1,312 @@
+"""Invoices: drafts, finalize, send, void, mark_uncollectible and payment application.
+
+The only writer of invoices, lines and number sequences.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from invoicetrail.accounts import service as accounts
+from invoicetrail.core.context import Ctx
+from invoicetrail.core.errors import (
+    DuplicateExternalReference,
+    NotFound,
+    ValidationFailed,
+    invariant,
+)
+from invoicetrail.core.http import Page
+from invoicetrail.core.ids import new_id
+from invoicetrail.core.listing import list_page
+from invoicetrail.core.money import AMOUNT_ABS_MAX_MINOR, line_amounts
+from invoicetrail.customers import service as customers
+from invoicetrail.customers.service import merge_metadata
+from invoicetrail.events import service as events
+from invoicetrail.invoices import numbering
+from invoicetrail.invoices.models import Invoice, InvoiceLine
+from invoicetrail.invoices.schemas import InvoiceCreate, InvoiceOut, InvoiceUpdate, LineIn
+from invoicetrail.invoices.states import (
+    OPEN,
+    PAID,
+    UNCOLLECTIBLE,
+    VOID,
+    InvoiceStatus,
+    require_action,
+    transition,
+)
+
+INVOICE_NUMBER_KIND = "invoice"
+
+
+def _ensure_external_reference_free(ctx: Ctx, external_reference: str | None) -> None:
+    if external_reference is None:
+        return
+    existing = ctx.session.execute(
+        select(Invoice.id).where(
+            Invoice.account_id == ctx.account_id,
+            Invoice.external_reference == external_reference,
+        )
+    ).scalar_one_or_none()
+    if existing is not None:
+        raise DuplicateExternalReference("invoice", existing, external_reference)
+
+
+def _build_lines(lines: Sequence[LineIn]) -> list[InvoiceLine]:
+    built = []
+    for position, line in enumerate(lines):
+        rate = Decimal(line.tax_rate)
+        amounts = line_amounts(Decimal(line.quantity), line.unit_amount, rate)
+        if abs(amounts.amount_minor) > AMOUNT_ABS_MAX_MINOR:
+            raise ValidationFailed(
+                f"lines[{position}] amount (quantity × unit_amount) exceeds 10^15 minor units",
+                param=f"lines[{position}].quantity",
+                object_name="invoice",
+            )
+        category = line.tax_category or ("S" if rate > 0 else None)
+        built.append(
+            InvoiceLine(
+                id=new_id("il"),
+                position=position,
+                description=line.description,
+                quantity=line.quantity,
+                unit_amount_minor=line.unit_amount,
+                tax_rate=line.tax_rate,
+                tax_category=category,
+                tax_exemption_reason=line.tax_exemption_reason,
+                cfdi_product_code=line.cfdi_product_code,
+                cfdi_unit_code=line.cfdi_unit_code,
+                amount_minor=amounts.amount_minor,
+                tax_minor=amounts.tax_minor,
+            )
+        )
+    return built
+
+
+def _set_lines(invoice: Invoice, lines: list[InvoiceLine]) -> None:
+    subtotal = sum(line.amount_minor for line in lines)
+    tax = sum(line.tax_minor for line in lines)
+    if abs(subtotal + tax) > AMOUNT_ABS_MAX_MINOR or abs(subtotal) > AMOUNT_ABS_MAX_MINOR:
+        raise ValidationFailed(
+            "The invoice total exceeds 10^15 minor units",
+            param="lines",
+            object_name="invoice",
+        )
+    invoice.lines = lines
+    invoice.subtotal_minor = subtotal
+    invoice.tax_minor = tax
+    invoice.total_minor = subtotal + tax
+
+
+def create(ctx: Ctx, body: InvoiceCreate) -> Invoice:
+    customer = customers.get(ctx, body.customer, param="customer")
+    entity = (
+        accounts.get_legal_entity(ctx, body.legal_entity, param="legal_entity")
+        if body.legal_entity
+        else accounts.default_legal_entity(ctx)
+    )
+    _ensure_external_reference_free(ctx, body.external_reference)
+    invoice = Invoice(
+        id=new_id("in"),
+        account_id=ctx.account_id,
+        legal_entity_id=entity.id,
+        customer_id=customer.id,
+        status=InvoiceStatus.DRAFT.value,
+        number=None,
+        currency=body.currency,
+        collection_method=body.collection_method,
+        due_date=body.due_date,
+        external_reference=body.external_reference,
+        metadata_=dict(body.metadata),
+        buyer_reference=body.buyer_reference,
+        purchase_order=body.purchase_order,
+        amount_paid_minor=0,
+        created_at=ctx.now,
+        request_id=ctx.request_id,
+    )
+    _set_lines(invoice, _build_lines(body.lines))
+    ctx.session.add(invoice)
+    ctx.session.flush()
+    events.record(ctx, "invoice.created", InvoiceOut.of(invoice))
+    return invoice
+
+
+def update(ctx: Ctx, invoice_id: str, body: InvoiceUpdate) -> Invoice:
+    invoice = get_for_update(ctx, invoice_id)
+    require_action(invoice, "update")
+    fields = body.model_fields_set
+    if "customer" in fields:
+        if body.customer is None:
+            raise ValidationFailed(
+                "customer cannot be removed", param="customer", object_name="invoice"
+            )
+        invoice.customer_id = customers.get(ctx, body.customer, param="customer").id
+    if "legal_entity" in fields:
+        entity = (
+            accounts.get_legal_entity(ctx, body.legal_entity, param="legal_entity")
+            if body.legal_entity
+            else accounts.default_legal_entity(ctx)
+        )
+        invoice.legal_entity_id = entity.id
+    for name in ("currency", "lines", "collection_method"):
+        if name in fields and getattr(body, name) is None:
+            raise ValidationFailed(f"{name} cannot be null", param=name, object_name="invoice")
+    if body.currency is not None:
+        invoice.currency = body.currency
+    if body.collection_method is not None:
+        invoice.collection_method = body.collection_method
+    if "due_date" in fields:
+        invoice.due_date = body.due_date
+    if "external_reference" in fields and body.external_reference != invoice.external_reference:
+        _ensure_external_reference_free(ctx, body.external_reference)
+        invoice.external_reference = body.external_reference
+    if "buyer_reference" in fields:
+        invoice.buyer_reference = body.buyer_reference
+    if "purchase_order" in fields:
+        invoice.purchase_order = body.purchase_order
+    if body.metadata is not None:
+        invoice.metadata_ = merge_metadata(invoice.metadata_, body.metadata)
+    if body.lines is not None:
+        _set_lines(invoice, _build_lines(body.lines))
+    ctx.session.flush()
+    events.record(ctx, "invoice.updated", InvoiceOut.of(invoice))
+    return invoice
+
+
+def _require_complete(ctx: Ctx, invoice: Invoice) -> None:
+    """Everything a posting needs, checked before a number is used."""
+    customer = customers.get(ctx, invoice.customer_id)
+    if not (customer.address or {}).get("country"):
+        raise ValidationFailed(
+            f"customer {customer.id} needs address.country before invoice {invoice.id} "
+            "can be finalized",
+            param="customer.address.country",
+            object_name="invoice",
+            code="parameter_missing",
+        )
+    if invoice.collection_method == "send_invoice" and invoice.due_date is None:
+        raise ValidationFailed(
+            "due_date is required to finalize an invoice with collection_method send_invoice",
+            param="due_date",
+            object_name="invoice",
+            code="parameter_missing",
+        )
+    if invoice.total_minor <= 0:
+        raise ValidationFailed(
+            f"invoice {invoice.id} has a total of {invoice.total_minor}; only a positive total "
+            "can be finalized (use a credit note to give money back)",
+            param="lines",
+            object_name="invoice",
+        )
+
+
+def finalize(ctx: Ctx, invoice_id: str) -> Invoice:
+    invoice = get_for_update(ctx, invoice_id)
+    require_action(invoice, "finalize")
+    _require_complete(ctx, invoice)
+    entity = accounts.get_legal_entity(ctx, invoice.legal_entity_id)
+    counter = numbering.next_counter(ctx, entity.id, INVOICE_NUMBER_KIND)
+    reference = numbering.new_bank_transfer_reference(ctx)
+    # Number and status change together: the schema refuses one without the other.
+    invoice.number = numbering.format_number(entity.number_prefix, ctx.now.year, counter)
+    transition(invoice, OPEN)
+    invoice.bank_transfer_reference = reference
+    invoice.amount_paid_minor = 0
+    invoice.finalized_at = ctx.now
+    ctx.session.flush()
+    events.record(ctx, "invoice.finalized", InvoiceOut.of(invoice))
+    return invoice
+
+
+def send(ctx: Ctx, invoice_id: str) -> Invoice:
+    invoice = get_for_update(ctx, invoice_id)
+    require_action(invoice, "send")
+    # With the default file transport the message is accepted at once (SPEC: E-mail).
+    if invoice.delivered_at is None:
+        invoice.delivered_at = ctx.now
+    ctx.session.flush()
+    events.record(ctx, "invoice.sent", InvoiceOut.of(invoice))
+    return invoice
+
+
+def void(ctx: Ctx, invoice_id: str) -> Invoice:
+    invoice = get_for_update(ctx, invoice_id)
+    require_action(invoice, "void")
+    transition(invoice, VOID)
+    invoice.voided_at = ctx.now
+    ctx.session.flush()
+    events.record(ctx, "invoice.voided", InvoiceOut.of(invoice))
+    return invoice
+
+
+def mark_uncollectible(ctx: Ctx, invoice_id: str) -> Invoice:
+    invoice = get_for_update(ctx, invoice_id)
+    require_action(invoice, "mark_uncollectible")
+    transition(invoice, UNCOLLECTIBLE)
+    invoice.marked_uncollectible_at = ctx.now
+    ctx.session.flush()
+    events.record(ctx, "invoice.marked_uncollectible", InvoiceOut.of(invoice))
+    return invoice
+
+
+def apply_payment(ctx: Ctx, invoice: Invoice, amount_minor: int) -> int:
+    """Apply succeeded money to a locked invoice; returns the surplus for customer credit."""
+    require_action(invoice, "pay")
+    invariant(amount_minor > 0, "applied amount must be positive")
+    remaining = invoice.total_minor - invoice.amount_paid_minor
+    applied = min(amount_minor, remaining)
+    invoice.amount_paid_minor += applied
+    invariant(
+        0 <= invoice.amount_paid_minor <= invoice.total_minor,
+        f"invoice {invoice.id}: amount_paid within total",
+    )
+    if invoice.amount_paid_minor == invoice.total_minor:
+        transition(invoice, PAID)
+        invoice.paid_at = ctx.now
+        ctx.session.flush()
+        events.record(ctx, "invoice.paid", InvoiceOut.of(invoice))
+    else:
+        ctx.session.flush()
+        events.record(ctx, "invoice.updated", InvoiceOut.of(invoice))
+    return amount_minor - applied
+
+
+def get(ctx: Ctx, invoice_id: str, *, param: str | None = None) -> Invoice:
+    invoice = ctx.session.execute(
+        select(Invoice)
+        .where(Invoice.id == invoice_id, Invoice.account_id == ctx.account_id)
+        .options(selectinload(Invoice.lines))
+    ).scalar_one_or_none()
+    if invoice is None:
+        raise NotFound("invoice", invoice_id, param=param)
+    return invoice
+
+
+def get_for_update(ctx: Ctx, invoice_id: str, *, param: str | None = None) -> Invoice:
+    """Row lock first, so concurrent actions on one invoice run one after the other."""
+    invoice = ctx.session.execute(
+        select(Invoice)
+        .where(Invoice.id == invoice_id, Invoice.account_id == ctx.account_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+        .options(selectinload(Invoice.lines))
+    ).scalar_one_or_none()
+    if invoice is None:
+        raise NotFound("invoice", invoice_id, param=param)
+    return invoice
+
+
+def list_invoices(
+    ctx: Ctx, page: Page, *, status: str | None, customer_id: str | None
+) -> tuple[list[Invoice], bool]:
+    filters = []
+    if status is not None:
+        filters.append(Invoice.status == status)
+    if customer_id is not None:
+        filters.append(Invoice.customer_id == customer_id)
+    return list_page(
+        ctx, Invoice, page, *filters, object_name="invoice", options=[selectinload(Invoice.lines)]
+    )

@@ -1,0 +1,25 @@
+"""Every table, imported once so Alembic sees the whole schema."""
+
+from invoicetrail.accounts.models import Account, ApiKey, LegalEntity
+from invoicetrail.core.db import Base
+from invoicetrail.core.idempotency import IdempotencyKey, RequestLog
+from invoicetrail.customers.models import Customer, CustomerCredit
+from invoicetrail.events.models import Event
+from invoicetrail.invoices.models import Invoice, InvoiceLine, NumberSequence
+from invoicetrail.payments.models import Payment
+
+__all__ = [
+    "Account",
+    "ApiKey",
+    "Base",
+    "Customer",
+    "CustomerCredit",
+    "Event",
+    "IdempotencyKey",
+    "Invoice",
+    "InvoiceLine",
+    "LegalEntity",
+    "NumberSequence",
+    "Payment",
+    "RequestLog",
+]
