@@ -20,7 +20,12 @@ from invoicetrail.accounts import service as accounts
 from invoicetrail.core.clock import Clock, SystemClock
 from invoicetrail.core.config import Settings
 from invoicetrail.core.db import make_engine, make_sessionmaker, read_session
-from invoicetrail.core.errors import ApiError, StorageUnavailable, ValidationFailed
+from invoicetrail.core.errors import (
+    ApiError,
+    InternalError,
+    StorageUnavailable,
+    ValidationFailed,
+)
 from invoicetrail.core.http import (
     AppState,
     Principal,
@@ -152,12 +157,7 @@ def _install_error_handlers(app: FastAPI) -> None:
                 request_id_of(request),
             )
         return error_response(
-            ApiError(
-                "An internal error occurred; it has been logged",
-                code="internal_error",
-                status_code=500,
-                retryable=True,
-            ),
+            InternalError("An internal error occurred; it has been logged"),
             request_id_of(request),
         )
 

@@ -107,6 +107,15 @@ class IdempotencyError(ApiError):
     error_type = "idempotency_error"
 
 
+class InternalError(ApiError):
+    """Always a bug; the handler logs it."""
+
+    status_code = 500
+    error_type = "api_error"
+    code = "internal_error"
+    retryable = True
+
+
 class StorageUnavailable(ApiError):
     status_code = 503
     error_type = "api_error"

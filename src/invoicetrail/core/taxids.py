@@ -33,7 +33,7 @@ def check_tax_ids(
             except StdnumValidationError as exc:
                 raise ValidationFailed(
                     f"{param_prefix}[{index}].value '{tax_id.value}' is not a valid Mexican RFC: "
-                    f"{exc.message}",
+                    f"{exc}",
                     param=f"{param_prefix}[{index}].value",
                     object_name=object_name,
                     code="invalid_tax_id",

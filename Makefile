@@ -1,0 +1,57 @@
+# invoicetrail: two commands on a fresh machine.
+#   make run   - venv, install, migrate, demo data + key, API + console + worker on :8000
+#   make test  - lint, types and the whole suite (SQLite, and PostgreSQL when reachable)
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+RUN_STAMP := $(VENV)/.run-installed
+DEV_STAMP := $(VENV)/.dev-installed
+PYTEST_ARGS ?=
+
+.PHONY: run test lint pytest bench clean migrate
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e .
+	touch $@
+
+$(DEV_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[dev]'
+	touch $@ $(RUN_STAMP)
+
+migrate: $(RUN_STAMP)
+	$(BIN)/python -m invoicetrail migrate
+
+run: $(RUN_STAMP)
+	@mkdir -p var
+	$(BIN)/python -m invoicetrail migrate
+	@echo "Demo account secret key (keep it; it is shown once):"
+	@$(BIN)/python -m invoicetrail demo --if-empty
+	@echo "API      http://$(HOST):$(PORT)/v1   (OpenAPI: /openapi.json, docs: /docs)"
+	@echo "Console  http://$(HOST):$(PORT)/console"
+	@echo "Health   http://$(HOST):$(PORT)/healthz"
+	$(BIN)/python -m invoicetrail worker & worker_pid=$$!; \
+	$(BIN)/python -m invoicetrail serve --host $(HOST) --port $(PORT); \
+	kill $$worker_pid 2>/dev/null; wait
+
+lint: $(DEV_STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+pytest: $(DEV_STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test: lint pytest
+
+bench: $(DEV_STAMP)
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis
