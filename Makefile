@@ -33,7 +33,6 @@ run: $(RUN_STAMP)
 	@echo "Demo account secret key (keep it; it is shown once):"
 	@$(BIN)/python -m invoicetrail demo --if-empty
 	@echo "API      http://$(HOST):$(PORT)/v1   (OpenAPI: /openapi.json, docs: /docs)"
-	@echo "Console  http://$(HOST):$(PORT)/console"
 	@echo "Health   http://$(HOST):$(PORT)/healthz"
 	$(BIN)/python -m invoicetrail worker & worker_pid=$$!; \
 	$(BIN)/python -m invoicetrail serve --host $(HOST) --port $(PORT); \
