@@ -256,6 +256,7 @@ class WriteRequest:
     idempotency_key: str | None
     content_type: str | None
     body: bytes
+    url_values: list[tuple[str, str, bool]] = field(default_factory=list)
 
     def run(
         self,
@@ -326,6 +327,7 @@ class WriteRequest:
                     media_type="application/json",
                     headers={"Request-Id": self.request_id, "Idempotent-Replayed": "true"},
                 )
+            reject_nul_in_url(self.url_values)
             payload = parse_json_object(self.body, self.content_type)
             try:
                 parsed = body_model.model_validate(payload)
@@ -389,6 +391,23 @@ class WriteRequest:
         return key
 
 
+def url_values(request: Request) -> list[tuple[str, str, bool]]:
+    """(name, value, is_path) of every path and query parameter."""
+    path = [(name, str(value), True) for name, value in request.path_params.items()]
+    return path + [(name, value, False) for name, value in request.query_params.multi_items()]
+
+
+def reject_nul_in_url(values: list[tuple[str, str, bool]]) -> None:
+    """PostgreSQL text cannot hold U+0000, so no id or filter containing it can match: answer
+    as for any unknown id (path) or invalid parameter (query), never with a driver error."""
+    for name, value, is_path in values:
+        if "\x00" not in value:
+            continue
+        if is_path:
+            raise ApiError(f"No such object: {value!r}", code="resource_missing", status_code=404)
+        raise ValidationFailed(f"{name} contains U+0000, which is not allowed", param=name)
+
+
 async def write_request(request: Request) -> WriteRequest:
     state = app_state(request)
     body = await read_body_limited(request, state.settings.body_bytes_max)
@@ -401,6 +420,7 @@ async def write_request(request: Request) -> WriteRequest:
         idempotency_key=request.headers.get("idempotency-key"),
         content_type=request.headers.get("content-type"),
         body=body,
+        url_values=url_values(request),
     )
 
 
@@ -412,6 +432,7 @@ def read_access(request: Request) -> Iterator[Ctx]:
     with read_session(state.sessions) as session:
         principal = state.authenticate(session, request.headers.get("authorization"))
         state.limiter.check(principal.key_id)
+        reject_nul_in_url(url_values(request))
         yield Ctx(
             session=session,
             account_id=principal.account_id,

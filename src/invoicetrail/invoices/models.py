@@ -65,7 +65,7 @@ class Invoice(Base):
             name="ck_invoices_status",
         ),
         CheckConstraint(
-            "amount_paid_minor >= 0 AND amount_paid_minor <= total_minor",
+            "amount_paid_minor >= 0 AND (status = 'draft' OR amount_paid_minor <= total_minor)",
             name="ck_invoices_amount_paid_within_total",
         ),
         CheckConstraint("total_minor = subtotal_minor + tax_minor", name="ck_invoices_total"),

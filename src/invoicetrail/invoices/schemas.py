@@ -48,27 +48,28 @@ Lines = Annotated[list[LineIn], Field(min_length=1, max_length=INVOICE_LINES_MAX
 
 
 class InvoiceCreate(Body):
-    customer: Annotated[str, Field(min_length=1, max_length=64)]
+    # Ids have no length limit here: a malformed id is answered 404 like an unknown one (SPEC).
+    customer: Annotated[str, Field(min_length=1)]
     currency: CurrencyCode
     lines: Lines
     collection_method: CollectionMethod = "charge_automatically"
     due_date: CalendarDate | None = None
     external_reference: Reference | None = None
     metadata: Metadata = {}
-    legal_entity: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    legal_entity: Annotated[str, Field(min_length=1)] | None = None
     buyer_reference: Reference | None = None
     purchase_order: Reference | None = None
 
 
 class InvoiceUpdate(Body):
-    customer: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    customer: Annotated[str, Field(min_length=1)] | None = None
     currency: CurrencyCode | None = None
     lines: Lines | None = None
     collection_method: CollectionMethod | None = None
     due_date: CalendarDate | None = None
     external_reference: Reference | None = None
     metadata: Metadata | None = None
-    legal_entity: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    legal_entity: Annotated[str, Field(min_length=1)] | None = None
     buyer_reference: Reference | None = None
     purchase_order: Reference | None = None
 

@@ -258,7 +258,7 @@ def upgrade() -> None:
             name="ck_invoices_status",
         ),
         sa.CheckConstraint(
-            "amount_paid_minor >= 0 AND amount_paid_minor <= total_minor",
+            "amount_paid_minor >= 0 AND (status = 'draft' OR amount_paid_minor <= total_minor)",
             name="ck_invoices_amount_paid_within_total",
         ),
         sa.CheckConstraint("total_minor = subtotal_minor + tax_minor", name="ck_invoices_total"),
