@@ -18,7 +18,9 @@ from invoicetrail.api import create_app
 KEY = re.compile(r"^sk_[A-Za-z0-9_]{24,}$")
 
 
-def run_cli(database_url: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    database_url: str, *args: str, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("INVOICETRAIL_")}
     env["INVOICETRAIL_DATABASE_URL"] = database_url
     return subprocess.run(
@@ -37,7 +39,11 @@ def fresh_sqlite(tmp_path: Path) -> str:
 
 
 def test_commands_refuse_an_unmigrated_database(fresh_sqlite: str) -> None:
-    for args in (["serve", "--port", "1"], ["worker", "--once"], ["accounts", "create", "--name", "x"]):
+    for args in (
+        ["serve", "--port", "1"],
+        ["worker", "--once"],
+        ["accounts", "create", "--name", "x"],
+    ):
         result = run_cli(fresh_sqlite, *args)
         assert result.returncode != 0, args
         assert "invoicetrail migrate" in result.stderr, result.stderr
@@ -73,7 +79,9 @@ def test_accounts_rotate_key(fresh_sqlite: str) -> None:
     new_key = json.loads(rotated.stdout)["secret_key"]
     app = create_app(make_settings(fresh_sqlite))
     with TestClient(app) as client:
-        old = client.get("/v1/invoices", headers={"Authorization": f"Bearer {created['secret_key']}"})
+        old = client.get(
+            "/v1/invoices", headers={"Authorization": f"Bearer {created['secret_key']}"}
+        )
         new = client.get("/v1/invoices", headers={"Authorization": f"Bearer {new_key}"})
     assert old.status_code == 401
     assert new.status_code == 200
@@ -122,7 +130,9 @@ def test_demo_if_empty_reuses_the_demo_account(fresh_sqlite: str) -> None:
     app = create_app(make_settings(fresh_sqlite))
     with TestClient(app) as client:
         ids = [
-            client.get("/v1/invoices", headers={"Authorization": f"Bearer {k}"}).json()["data"][0]["id"]
+            client.get("/v1/invoices", headers={"Authorization": f"Bearer {k}"}).json()["data"][0][
+                "id"
+            ]
             for k in (first, second)
         ]
     assert ids[0] == ids[1]

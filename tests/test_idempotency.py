@@ -1,21 +1,22 @@
-"""Idempotency as SPEC fixes it: stored with the write, replayed byte for byte, scoped per account."""
+"""Idempotency as SPEC fixes it: stored with the write, replayed byte for byte, per account."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 from pydantic import ValidationError
+from starlette.testclient import TestClient
 
-from conftest import Api, create_account, row_counts, make_settings
+from conftest import Api, create_account, make_settings, row_counts
 from invoicetrail.api import create_app
 from invoicetrail.core.clock import ManualClock
 from invoicetrail.core.config import Settings
 from invoicetrail.core.idempotency import advisory_lock_key
 from invoicetrail.worker import Worker
-from starlette.testclient import TestClient
 
 
 def _invoice_body(api: Api, **extra: object) -> dict[str, object]:
@@ -48,7 +49,7 @@ def test_replay_ignores_json_key_order_and_spacing(api: Api) -> None:
     reordered = dict(reversed(list(body.items())))
     replay = api.client.post(
         "/v1/invoices",
-        content=(" " + __import__("json").dumps(reordered, indent=2)).encode(),
+        content=(" " + json.dumps(reordered, indent=2)).encode(),
         headers={**api.auth, "Idempotency-Key": "order-1", "Content-Type": "application/json"},
     )
     assert replay.content == first.content

@@ -229,7 +229,9 @@ def test_every_change_writes_its_event(api: Api) -> None:
 
 def test_legal_entities_number_independently(api: Api) -> None:
     entity = api.ok(
-        api.post("/v1/legal_entities", {"name": "Second Co", "country": "FR", "number_prefix": "FR"})
+        api.post(
+            "/v1/legal_entities", {"name": "Second Co", "country": "FR", "number_prefix": "FR"}
+        )
     )
     assert entity["address"] == {"country": "FR"}
     on_default = api.open_invoice()
@@ -243,8 +245,12 @@ def test_legal_entities_number_independently(api: Api) -> None:
 def test_zero_decimal_and_three_decimal_currencies(api: Api) -> None:
     customer = api.customer()["id"]
     line = {"description": "x", "quantity": "1", "unit_amount": 1500, "tax_rate": "10"}
-    jpy = api.ok(api.post("/v1/invoices", {"customer": customer, "currency": "JPY", "lines": [line]}))
-    kwd = api.ok(api.post("/v1/invoices", {"customer": customer, "currency": "kwd", "lines": [line]}))
+    jpy = api.ok(
+        api.post("/v1/invoices", {"customer": customer, "currency": "JPY", "lines": [line]})
+    )
+    kwd = api.ok(
+        api.post("/v1/invoices", {"customer": customer, "currency": "kwd", "lines": [line]})
+    )
     assert (jpy["currency"], jpy["total"]) == ("jpy", 1650)
     assert (kwd["currency"], kwd["total"]) == ("kwd", 1650)
 
