@@ -38,6 +38,7 @@ from invoicetrail.core.http import (
 from invoicetrail.core.openapi import install_openapi
 from invoicetrail.customers import routes as customer_routes
 from invoicetrail.events import routes as event_routes
+from invoicetrail.exceptions import routes as exception_routes
 from invoicetrail.invoices import routes as invoice_routes
 from invoicetrail.payments import routes as payment_routes
 
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         invoice_routes.router,
         payment_routes.router,
         event_routes.router,
+        exception_routes.router,
     ):
         app.include_router(router)
 

@@ -161,9 +161,28 @@ def load_demo_data(settings: Settings, secret_key: str) -> None:
         paid = invoice(globex, "demo-paid", licence, currency="eur")
         api.post(f"/v1/invoices/{paid['id']}/finalize")
         api.post(f"/v1/invoices/{paid['id']}/send")
+        # Paid by card through the simulated provider: signed, verified and applied by the
+        # worker exactly like a real provider's webhook.
+        api.post("/v1/simulated/payments", {"invoice": paid["id"], "method": "card"})
+
+        wired = invoice(acme, "demo-wired", consulting)
+        api.post(f"/v1/invoices/{wired['id']}/finalize")
         api.post(
-            f"/v1/invoices/{paid['id']}/pay",
+            f"/v1/invoices/{wired['id']}/pay",
             {"reference": "demo-wire-0001", "method": "bank_transfer"},
+        )
+
+        ach = invoice(globex, "demo-ach", licence, currency="eur")
+        api.post(f"/v1/invoices/{ach['id']}/finalize")
+        api.post("/v1/simulated/payments", {"invoice": ach["id"], "method": "ach"})
+
+        mistyped = invoice(acme, "demo-mistyped-transfer", consulting)
+        api.post(f"/v1/invoices/{mistyped['id']}/finalize")
+        # A customer typed the bank reference wrong: the transfer is held as unapplied cash
+        # and raises an unmatched_transfer item for AR to apply.
+        api.post(
+            "/v1/simulated/payments",
+            {"invoice": mistyped["id"], "method": "bank_transfer", "reference_code": "WRONG-REF-0"},
         )
 
         partial = invoice(globex, "demo-partial", licence, currency="eur")

@@ -5,8 +5,16 @@ from invoicetrail.core.db import Base
 from invoicetrail.core.idempotency import IdempotencyKey, RequestLog
 from invoicetrail.customers.models import Customer, CustomerCredit
 from invoicetrail.events.models import Event
+from invoicetrail.exceptions.models import ExceptionItem
 from invoicetrail.invoices.models import Invoice, InvoiceLine, NumberSequence
-from invoicetrail.payments.models import Payment
+from invoicetrail.payments.models import (
+    Payment,
+    ProviderEndpoint,
+    ProviderEndpointSecret,
+    ProviderEvent,
+    ProviderEventKey,
+    SimulatedEvent,
+)
 
 __all__ = [
     "Account",
@@ -15,11 +23,17 @@ __all__ = [
     "Customer",
     "CustomerCredit",
     "Event",
+    "ExceptionItem",
     "IdempotencyKey",
     "Invoice",
     "InvoiceLine",
     "LegalEntity",
     "NumberSequence",
     "Payment",
+    "ProviderEndpoint",
+    "ProviderEndpointSecret",
+    "ProviderEvent",
+    "ProviderEventKey",
     "RequestLog",
+    "SimulatedEvent",
 ]

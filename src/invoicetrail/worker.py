@@ -14,6 +14,7 @@ from invoicetrail.core.clock import Clock, SystemClock
 from invoicetrail.core.config import Settings
 from invoicetrail.core.db import make_engine, make_sessionmaker, write_transaction
 from invoicetrail.events import service as events
+from invoicetrail.payments import jobs as payments_jobs
 
 log = logging.getLogger("invoicetrail.worker")
 
@@ -22,6 +23,7 @@ log = logging.getLogger("invoicetrail.worker")
 class PassReport:
     idempotency_keys_pruned: int = 0
     events_pruned: int = 0
+    simulated_events_sent: int = 0
 
 
 class Worker:
@@ -35,6 +37,9 @@ class Worker:
     def run_once(self) -> PassReport:
         """Everything due now, each item as far as it can go; never waits for future work."""
         report = PassReport()
+        report.simulated_events_sent = payments_jobs.send_due_simulated_events(
+            self.sessions, self.clock, self.settings
+        )
         now = self.clock.now()
         with write_transaction(self.sessions) as session:
             report.idempotency_keys_pruned = idempotency.prune_expired(session, now)

@@ -299,6 +299,28 @@ def get_for_update(ctx: Ctx, invoice_id: str, *, param: str | None = None) -> In
     return invoice
 
 
+def find_for_update(ctx: Ctx, invoice_id: str) -> Invoice | None:
+    try:
+        return get_for_update(ctx, invoice_id)
+    except NotFound:
+        return None
+
+
+def find_by_bank_transfer_reference(ctx: Ctx, reference_code: str) -> Invoice | None:
+    """An invoice that can still take money, by its reference typed in any case or spacing."""
+    compact = numbering.compact_reference(reference_code)
+    if not numbering.is_valid_reference(compact):
+        return None  # the check character caught a typo: never guess which invoice was meant
+    invoice_id = ctx.session.execute(
+        select(Invoice.id).where(
+            Invoice.account_id == ctx.account_id,
+            Invoice.bank_transfer_reference == numbering.display_reference(compact),
+            Invoice.status.in_(["open", "uncollectible"]),
+        )
+    ).scalar_one_or_none()
+    return get_for_update(ctx, invoice_id) if invoice_id else None
+
+
 def list_invoices(
     ctx: Ctx, page: Page, *, status: str | None, customer_id: str | None
 ) -> tuple[list[Invoice], bool]:

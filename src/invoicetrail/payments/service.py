@@ -1,41 +1,153 @@
-"""Payments: the only writer of payments; money reaches invoices through `invoices.service`."""
+"""Payments: the only writer of payments. Money reaches invoices through `invoices.service`
+and customer credit through `customers.service`; every payment is counted exactly once."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from sqlalchemy import select
 
 from invoicetrail.core.context import Ctx
-from invoicetrail.core.errors import DuplicateExternalReference, NotFound
+from invoicetrail.core.errors import (
+    Conflict,
+    DuplicateExternalReference,
+    NotFound,
+    ValidationFailed,
+)
 from invoicetrail.core.http import Page
 from invoicetrail.core.ids import new_id
 from invoicetrail.core.listing import list_page
 from invoicetrail.customers import service as customers
 from invoicetrail.events import service as events
+from invoicetrail.exceptions import service as exceptions
 from invoicetrail.invoices import service as invoices
 from invoicetrail.invoices.models import Invoice
-from invoicetrail.invoices.states import require_action
+from invoicetrail.invoices.states import ACTIONS, require_action
 from invoicetrail.payments.models import Payment
-from invoicetrail.payments.schemas import PayInvoice, PaymentOut
-from invoicetrail.payments.states import PaymentStatus, transition
+from invoicetrail.payments.providers import Evidence
+from invoicetrail.payments.schemas import ApplyPayment, PayInvoice, PaymentOut
+from invoicetrail.payments.states import PaymentStatus, can_transition, transition
 
 MANUAL_PROVIDER = "manual"
+MONEY_STATUSES = frozenset({"succeeded", "refunded", "disputed"})
+# A later event that denies an earlier outcome, rather than one that merely arrived late.
+CONTRADICTIONS = frozenset(
+    {
+        ("succeeded", "failed"),
+        ("failed", "succeeded"),
+        ("refunded", "failed"),
+        ("disputed", "failed"),
+        ("failed", "refunded"),
+        ("failed", "disputed"),
+    }
+)
 
 
-def find_by_reference(ctx: Ctx, invoice_id: str, reference: str) -> Payment | None:
+@dataclass(frozen=True)
+class Outcome:
+    """What an inbound event did: stored on the provider event for everyone to see."""
+
+    outcome: str
+    detail: str
+    payment: Payment | None = None
+    invoice_id: str | None = None
+
+
+def find_by_reference(ctx: Ctx, invoice_id: str | None, reference: str) -> Payment | None:
+    invoice_filter = (
+        Payment.invoice_id.is_(None) if invoice_id is None else Payment.invoice_id == invoice_id
+    )
     return ctx.session.execute(
-        select(Payment).where(
-            Payment.account_id == ctx.account_id,
-            Payment.invoice_id == invoice_id,
-            Payment.reference == reference,
-        )
+        select(Payment)
+        .where(Payment.account_id == ctx.account_id, invoice_filter, Payment.reference == reference)
+        .with_for_update()
     ).scalar_one_or_none()
 
 
+def _new_payment(
+    ctx: Ctx,
+    *,
+    invoice: Invoice | None,
+    reference: str,
+    provider: str,
+    method: str,
+    amount_minor: int,
+    currency: str,
+    status: str,
+    external_reference: str | None = None,
+) -> Payment:
+    payment = Payment(
+        id=new_id("pay"),
+        account_id=ctx.account_id,
+        invoice_id=invoice.id if invoice else None,
+        customer_id=invoice.customer_id if invoice else None,
+        reference=reference,
+        provider=provider,
+        method=method,
+        amount_minor=amount_minor,
+        currency=currency,
+        status=status,
+        provider_event_ids=[],
+        received_at=None,
+        external_reference=external_reference,
+        created_at=ctx.now,
+        updated_at=ctx.now,
+        request_id=ctx.request_id,
+    )
+    ctx.session.add(payment)
+    ctx.session.flush()
+    events.record(ctx, "payment.created", PaymentOut.of(payment))
+    return payment
+
+
+def _receive_money(ctx: Ctx, payment: Payment, invoice: Invoice | None) -> None:
+    """Counts a payment's money once: to its invoice, the customer's credit, or held unapplied."""
+    if payment.received_at is not None:
+        return
+    payment.received_at = ctx.now
+    if invoice is None:
+        return  # unapplied cash on the account until someone applies it
+    if payment.currency != invoice.currency:
+        customers.add_credit(ctx, invoice.customer_id, payment.currency, payment.amount_minor)
+        exceptions.raise_item(
+            ctx,
+            "amount_mismatch",
+            refs={"invoice": invoice.id, "payment": payment.id},
+            next_action=(
+                f"Payment {payment.id} is in {payment.currency}, invoice {invoice.id} in "
+                f"{invoice.currency}; it was kept as customer credit: refund it or settle by hand"
+            ),
+        )
+        return
+    if invoice.status in ACTIONS["pay"][0]:
+        surplus_minor = invoices.apply_payment(ctx, invoice, payment.amount_minor)
+        if surplus_minor > 0:
+            customers.add_credit(ctx, invoice.customer_id, invoice.currency, surplus_minor)
+        return
+    customers.add_credit(ctx, invoice.customer_id, payment.currency, payment.amount_minor)
+    exceptions.raise_item(
+        ctx,
+        "payment_for_closed_invoice",
+        refs={"invoice": invoice.id, "payment": payment.id},
+        next_action=(
+            f"Invoice {invoice.id} is {invoice.status}; the {payment.amount_minor} received by "
+            f"{payment.id} is the customer's credit: refund it or apply it elsewhere"
+        ),
+    )
+
+
+def _record_status(ctx: Ctx, payment: Payment) -> None:
+    events.record(ctx, f"payment.{payment.status}", PaymentOut.of(payment))
+
+
+# --- out-of-band payments (POST /v1/invoices/{id}/pay) -----------------------------------------
+
+
 def pay_invoice(ctx: Ctx, invoice_id: str, body: PayInvoice) -> Invoice:
-    """Out-of-band payment: one payment per (invoice, reference), however often it is reported."""
+    """One payment per (invoice, reference), however often it is reported."""
     invoice = invoices.get_for_update(ctx, invoice_id)
     existing = find_by_reference(ctx, invoice.id, body.reference)
-    if existing is not None and existing.status == PaymentStatus.SUCCEEDED.value:
+    if existing is not None and existing.status in MONEY_STATUSES:
         return invoice  # the same money reported again: nothing more to apply
     require_action(invoice, "pay")
     amount_minor = body.amount or (invoice.total_minor - invoice.amount_paid_minor)
@@ -49,54 +161,289 @@ def pay_invoice(ctx: Ctx, invoice_id: str, body: PayInvoice) -> Invoice:
             ).scalar_one_or_none()
             if taken is not None:
                 raise DuplicateExternalReference("payment", taken, body.external_reference)
-        payment = Payment(
-            id=new_id("pay"),
-            account_id=ctx.account_id,
-            invoice_id=invoice.id,
-            customer_id=invoice.customer_id,
+        payment = _new_payment(
+            ctx,
+            invoice=invoice,
             reference=body.reference,
             provider=MANUAL_PROVIDER,
             method=body.method,
             amount_minor=amount_minor,
             currency=invoice.currency,
             status=PaymentStatus.SUCCEEDED.value,
-            provider_event_ids=[],
             external_reference=body.external_reference,
-            created_at=ctx.now,
-            updated_at=ctx.now,
-            request_id=ctx.request_id,
         )
-        ctx.session.add(payment)
-        ctx.session.flush()
-        events.record(ctx, "payment.created", PaymentOut.of(payment))
     else:
         payment = existing
         transition(payment, PaymentStatus.SUCCEEDED)
         payment.amount_minor = amount_minor
         payment.updated_at = ctx.now
         ctx.session.flush()
-    events.record(ctx, "payment.succeeded", PaymentOut.of(payment))
-    surplus_minor = invoices.apply_payment(ctx, invoice, amount_minor)
-    if surplus_minor > 0:
-        customers.add_credit(ctx, invoice.customer_id, invoice.currency, surplus_minor)
+    _record_status(ctx, payment)
+    _receive_money(ctx, payment, invoice)
     return invoice
 
 
-def get(ctx: Ctx, payment_id: str) -> Payment:
-    payment = ctx.session.execute(
-        select(Payment).where(Payment.id == payment_id, Payment.account_id == ctx.account_id)
-    ).scalar_one_or_none()
+# --- provider evidence -------------------------------------------------------------------------
+
+
+def apply_evidence(ctx: Ctx, evidence: Evidence, *, provider: str, provider_event: str) -> Outcome:
+    """Applies one verified, first-seen provider event in the caller's transaction."""
+    if evidence.action == "ignored":
+        return Outcome("ignored", f"{evidence.event_type} is stored; it is not a mapped type")
+    assert evidence.reference is not None and evidence.status is not None
+    if evidence.action == "transfer":
+        return _apply_transfer(ctx, evidence, provider=provider, provider_event=provider_event)
+
+    invoice_id = evidence.invoice_id
+    if invoice_id is None and evidence.action in ("refund", "dispute"):
+        known = list(
+            ctx.session.execute(
+                select(Payment).where(
+                    Payment.account_id == ctx.account_id, Payment.reference == evidence.reference
+                )
+            ).scalars()
+        )
+        if len(known) > 1:
+            exceptions.raise_item(
+                ctx,
+                "duplicate_payment_reference",
+                refs={"provider_event": provider_event, "invoice": known[0].invoice_id},
+                next_action=(
+                    f"Reference {evidence.reference} belongs to {len(known)} payments; decide "
+                    f"which one the {evidence.event_type} event concerns"
+                ),
+            )
+            return Outcome("ambiguous", f"{len(known)} payments carry {evidence.reference}")
+        invoice_id = known[0].invoice_id if known else None
+    invoice = invoices.find_for_update(ctx, invoice_id) if invoice_id else None
+    if invoice is None:
+        return _payment_without_invoice(
+            ctx, evidence, provider=provider, provider_event=provider_event
+        )
+    return _apply_to_invoice(
+        ctx, evidence, invoice, provider=provider, provider_event=provider_event
+    )
+
+
+def _apply_to_invoice(
+    ctx: Ctx, evidence: Evidence, invoice: Invoice, *, provider: str, provider_event: str
+) -> Outcome:
+    assert evidence.reference is not None and evidence.status is not None
+    target = PaymentStatus(evidence.status)
+    payment = find_by_reference(ctx, invoice.id, evidence.reference)
+    if payment is None:
+        payment = _new_payment(
+            ctx,
+            invoice=invoice,
+            reference=evidence.reference,
+            provider=provider,
+            method=evidence.method or "other",
+            amount_minor=evidence.amount_minor or 0,
+            currency=evidence.currency or invoice.currency,
+            status=target.value,
+        )
+        payment.provider_event_ids = [evidence.provider_event_id]
+        _record_status(ctx, payment)
+        if target.value in MONEY_STATUSES:
+            _receive_money(ctx, payment, invoice)
+        return Outcome(
+            "applied", f"payment {payment.id} created {target.value}", payment, invoice.id
+        )
+    _link_event(payment, evidence.provider_event_id)
+    current = payment.status
+    if evidence.action == "refund" and not evidence.fully_refunded and current == "succeeded":
+        return Outcome(
+            "recorded", "partial refund: the payment stays succeeded", payment, invoice.id
+        )
+    if current == target.value:
+        return Outcome("repeat", f"payment {payment.id} is already {current}", payment, invoice.id)
+    if can_transition(current, target):
+        transition(payment, target)
+        if target is PaymentStatus.SUCCEEDED and evidence.amount_minor:
+            payment.amount_minor = evidence.amount_minor
+        payment.updated_at = ctx.now
+        ctx.session.flush()
+        _record_status(ctx, payment)
+        if target.value in MONEY_STATUSES:
+            _receive_money(ctx, payment, invoice)
+        return Outcome(
+            "applied", f"payment {payment.id} {current} → {target.value}", payment, invoice.id
+        )
+    kind = "contradictory_event" if (current, target.value) in CONTRADICTIONS else "stale_event"
+    exceptions.raise_item(
+        ctx,
+        kind,
+        refs={"invoice": invoice.id, "payment": payment.id, "provider_event": provider_event},
+        next_action=(
+            f"Payment {payment.id} is {current}; a {evidence.event_type} event "
+            f"({evidence.provider_event_id}) says {target.value}. Check with the provider "
+            "which is true; nothing was changed"
+        ),
+        detail={"provider_event_id": evidence.provider_event_id},
+    )
+    return Outcome(
+        kind.removesuffix("_event"),
+        f"{target.value} after {current}: recorded, nothing changed",
+        payment,
+        invoice.id,
+    )
+
+
+def _link_event(payment: Payment, provider_event_id: str) -> None:
+    if provider_event_id not in payment.provider_event_ids:
+        payment.provider_event_ids = [*payment.provider_event_ids, provider_event_id]
+
+
+def _payment_without_invoice(
+    ctx: Ctx, evidence: Evidence, *, provider: str, provider_event: str
+) -> Outcome:
+    assert evidence.reference is not None and evidence.status is not None
+    parked = find_by_reference(ctx, None, evidence.reference)
+    if parked is None and evidence.status in MONEY_STATUSES and evidence.amount_minor:
+        parked = _new_payment(
+            ctx,
+            invoice=None,
+            reference=evidence.reference,
+            provider=provider,
+            method=evidence.method or "other",
+            amount_minor=evidence.amount_minor,
+            currency=evidence.currency or "xxx",
+            status=evidence.status,
+        )
+        parked.provider_event_ids = [evidence.provider_event_id]
+        _receive_money(ctx, parked, None)
+    elif parked is not None:
+        _link_event(parked, evidence.provider_event_id)
+    exceptions.raise_item(
+        ctx,
+        "payment_without_invoice",
+        refs={"payment": parked.id if parked else None, "provider_event": provider_event},
+        next_action=(
+            f"A {evidence.event_type} event for {evidence.reference} names no invoice of this "
+            "account; find the invoice and apply the payment to it"
+        ),
+        detail={
+            "provider_event_id": evidence.provider_event_id,
+            "payment_reference": evidence.reference,
+            "invoice_named": evidence.invoice_id,
+        },
+    )
+    return Outcome("unmatched", "no invoice of this account", parked, None)
+
+
+def _apply_transfer(ctx: Ctx, evidence: Evidence, *, provider: str, provider_event: str) -> Outcome:
+    assert evidence.reference is not None
+    invoice = invoices.find_by_bank_transfer_reference(ctx, evidence.reference_code or "")
+    if invoice is not None:
+        return _apply_to_invoice(
+            ctx, evidence, invoice, provider=provider, provider_event=provider_event
+        )
+    parked = find_by_reference(ctx, None, evidence.reference)
+    if parked is None:
+        parked = _new_payment(
+            ctx,
+            invoice=None,
+            reference=evidence.reference,
+            provider=provider,
+            method="bank_transfer",
+            amount_minor=evidence.amount_minor or 0,
+            currency=evidence.currency or "xxx",
+            status=PaymentStatus.SUCCEEDED.value,
+        )
+        parked.provider_event_ids = [evidence.provider_event_id]
+        _record_status(ctx, parked)
+        _receive_money(ctx, parked, None)
+    else:
+        _link_event(parked, evidence.provider_event_id)
+    exceptions.raise_item(
+        ctx,
+        "unmatched_transfer",
+        refs={"payment": parked.id, "provider_event": provider_event},
+        next_action=(
+            f"A transfer of {evidence.amount_minor} {evidence.currency} with reference code "
+            f"'{evidence.reference_code}' matches no open invoice; apply {parked.id} to the "
+            "right invoice (POST /v1/payments/{id}/apply) or refund it"
+        ),
+        detail={
+            "provider_event_id": evidence.provider_event_id,
+            "payment_reference": evidence.reference,
+            "reference_code": evidence.reference_code,
+        },
+    )
+    return Outcome("unmatched", "held as unapplied cash", parked, None)
+
+
+def apply_parked(ctx: Ctx, payment_id: str, body: ApplyPayment) -> Payment:
+    """Applies unapplied cash (an unmatched transfer) to an invoice."""
+    payment = get(ctx, payment_id, for_update=True)
+    if payment.invoice_id is not None:
+        raise Conflict(
+            f"payment {payment.id} is already applied to invoice {payment.invoice_id}",
+            code="invalid_state_transition",
+            object_name="payment",
+        )
+    if payment.received_at is None:
+        raise Conflict(
+            f"payment {payment.id} is {payment.status}; only received money can be applied",
+            code="invalid_state_transition",
+            object_name="payment",
+        )
+    invoice = invoices.get_for_update(ctx, body.invoice, param="invoice")
+    require_action(invoice, "pay")
+    if invoice.currency != payment.currency:
+        raise ValidationFailed(
+            f"invoice {invoice.id} is in {invoice.currency}, payment {payment.id} in "
+            f"{payment.currency}",
+            param="invoice",
+            object_name="payment",
+        )
+    if find_by_reference(ctx, invoice.id, payment.reference) is not None:
+        raise Conflict(
+            f"invoice {invoice.id} already has a payment with reference {payment.reference}",
+            code="duplicate_payment_reference",
+            object_name="payment",
+        )
+    payment.invoice_id = invoice.id
+    payment.customer_id = invoice.customer_id
+    payment.updated_at = ctx.now
+    ctx.session.flush()
+    surplus_minor = invoices.apply_payment(ctx, invoice, payment.amount_minor)
+    if surplus_minor > 0:
+        customers.add_credit(ctx, invoice.customer_id, invoice.currency, surplus_minor)
+    exceptions.resolve_matching(
+        ctx,
+        refs={"payment": payment.id},
+        note=f"applied to invoice {invoice.id}",
+    )
+    events.record(ctx, "payment.updated", PaymentOut.of(payment))
+    return payment
+
+
+def get(ctx: Ctx, payment_id: str, *, for_update: bool = False) -> Payment:
+    stmt = select(Payment).where(Payment.id == payment_id, Payment.account_id == ctx.account_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    payment = ctx.session.execute(stmt).scalar_one_or_none()
     if payment is None:
         raise NotFound("payment", payment_id)
     return payment
 
 
 def list_payments(
-    ctx: Ctx, page: Page, *, invoice_id: str | None, status: str | None
+    ctx: Ctx,
+    page: Page,
+    *,
+    invoice_id: str | None,
+    status: str | None,
+    unapplied: bool | None = None,
 ) -> tuple[list[Payment], bool]:
     filters = []
     if invoice_id is not None:
         filters.append(Payment.invoice_id == invoice_id)
     if status is not None:
         filters.append(Payment.status == status)
+    if unapplied is not None:
+        filters.append(
+            Payment.invoice_id.is_(None) if unapplied else Payment.invoice_id.isnot(None)
+        )
     return list_page(ctx, Payment, page, *filters, object_name="payment")
