@@ -40,6 +40,7 @@ from invoicetrail.customers import routes as customer_routes
 from invoicetrail.events import routes as event_routes
 from invoicetrail.exceptions import routes as exception_routes
 from invoicetrail.invoices import routes as invoice_routes
+from invoicetrail.ledger import routes as ledger_routes
 from invoicetrail.payments import routes as payment_routes
 
 log = logging.getLogger("invoicetrail.api")
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         payment_routes.router,
         event_routes.router,
         exception_routes.router,
+        ledger_routes.router,
     ):
         app.include_router(router)
 

@@ -7,6 +7,7 @@ from invoicetrail.customers.models import Customer, CustomerCredit
 from invoicetrail.events.models import Event
 from invoicetrail.exceptions.models import ExceptionItem
 from invoicetrail.invoices.models import Invoice, InvoiceLine, NumberSequence
+from invoicetrail.ledger.models import JournalEntry, JournalLine, Period
 from invoicetrail.payments.models import (
     Payment,
     ProviderEndpoint,
@@ -27,9 +28,12 @@ __all__ = [
     "IdempotencyKey",
     "Invoice",
     "InvoiceLine",
+    "JournalEntry",
+    "JournalLine",
     "LegalEntity",
     "NumberSequence",
     "Payment",
+    "Period",
     "ProviderEndpoint",
     "ProviderEndpointSecret",
     "ProviderEvent",

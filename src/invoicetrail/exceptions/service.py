@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from invoicetrail.core.clock import iso_instant
 from invoicetrail.core.context import Ctx
@@ -117,6 +117,20 @@ def resolve_matching(ctx: Ctx, *, refs: dict[str, str], note: str) -> int:
             resolved += 1
     ctx.session.flush()
     return resolved
+
+
+def count_open_before(ctx: Ctx, before: datetime) -> int:
+    return int(
+        ctx.session.execute(
+            select(func.count())
+            .select_from(ExceptionItem)
+            .where(
+                ExceptionItem.account_id == ctx.account_id,
+                ExceptionItem.status.in_((OPEN, SNOOZED)),
+                ExceptionItem.created_at < before,
+            )
+        ).scalar_one()
+    )
 
 
 def get(ctx: Ctx, item_id: str) -> ExceptionItem:

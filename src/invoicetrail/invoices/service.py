@@ -38,6 +38,8 @@ from invoicetrail.invoices.states import (
     require_action,
     transition,
 )
+from invoicetrail.ledger import chart, rules
+from invoicetrail.ledger import service as ledger
 
 INVOICE_NUMBER_KIND = "invoice"
 
@@ -217,8 +219,33 @@ def finalize(ctx: Ctx, invoice_id: str) -> Invoice:
     invoice.amount_paid_minor = 0
     invoice.finalized_at = ctx.now
     ctx.session.flush()
+    ledger.post(
+        ctx,
+        rules.Entry(
+            business_key=f"finalize:{invoice.id}",
+            entry_date=ctx.now.date(),
+            currency=invoice.currency,
+            description=f"Invoice {invoice.number}",
+            lines=rules.finalize_lines(facts(invoice)),
+            invoice_id=invoice.id,
+            customer_id=invoice.customer_id,
+        ),
+    )
     events.record(ctx, "invoice.finalized", InvoiceOut.of(invoice))
     return invoice
+
+
+def facts(invoice: Invoice) -> rules.InvoiceFacts:
+    assert invoice.number is not None
+    return rules.InvoiceFacts(
+        invoice_id=invoice.id,
+        customer_id=invoice.customer_id,
+        number=invoice.number,
+        currency=invoice.currency,
+        subtotal_minor=invoice.subtotal_minor,
+        tax_minor=invoice.tax_minor,
+        total_minor=invoice.total_minor,
+    )
 
 
 def send(ctx: Ctx, invoice_id: str) -> Invoice:
@@ -238,6 +265,27 @@ def void(ctx: Ctx, invoice_id: str) -> Invoice:
     transition(invoice, VOID)
     invoice.voided_at = ctx.now
     ctx.session.flush()
+    finalized = ledger.find(ctx, f"finalize:{invoice.id}")
+    ledger.post(
+        ctx,
+        rules.Entry(
+            business_key=f"void:{invoice.id}",
+            entry_date=ctx.now.date(),
+            currency=invoice.currency,
+            description=f"Void of invoice {invoice.number}",
+            lines=[
+                *rules.reversal_lines(rules.finalize_lines(facts(invoice))),
+                # Money already paid on a voided invoice is owed back: the customer's credit.
+                rules.Line(chart.RECEIVABLE, debit_minor=invoice.amount_paid_minor),
+                rules.Line(chart.CUSTOMER_CREDIT, credit_minor=invoice.amount_paid_minor),
+            ],
+            invoice_id=invoice.id,
+            customer_id=invoice.customer_id,
+            reverses=finalized.id if finalized else None,
+        ),
+    )
+    if invoice.amount_paid_minor > 0:
+        customers.add_credit(ctx, invoice.customer_id, invoice.currency, invoice.amount_paid_minor)
     events.record(ctx, "invoice.voided", InvoiceOut.of(invoice))
     return invoice
 
@@ -248,6 +296,23 @@ def mark_uncollectible(ctx: Ctx, invoice_id: str) -> Invoice:
     transition(invoice, UNCOLLECTIBLE)
     invoice.marked_uncollectible_at = ctx.now
     ctx.session.flush()
+    remaining_minor = invoice.total_minor - invoice.amount_paid_minor
+    if remaining_minor > 0:
+        ledger.post(
+            ctx,
+            rules.Entry(
+                business_key=f"write_off:{invoice.id}",
+                entry_date=ctx.now.date(),
+                currency=invoice.currency,
+                description=f"Write-off of invoice {invoice.number}",
+                lines=[
+                    rules.Line(chart.BAD_DEBT, debit_minor=remaining_minor),
+                    rules.Line(chart.RECEIVABLE, credit_minor=remaining_minor),
+                ],
+                invoice_id=invoice.id,
+                customer_id=invoice.customer_id,
+            ),
+        )
     events.record(ctx, "invoice.marked_uncollectible", InvoiceOut.of(invoice))
     return invoice
 

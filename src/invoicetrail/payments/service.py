@@ -23,6 +23,8 @@ from invoicetrail.exceptions import service as exceptions
 from invoicetrail.invoices import service as invoices
 from invoicetrail.invoices.models import Invoice
 from invoicetrail.invoices.states import ACTIONS, require_action
+from invoicetrail.ledger import chart, rules
+from invoicetrail.ledger import service as ledger
 from invoicetrail.payments.models import Payment
 from invoicetrail.payments.providers import Evidence
 from invoicetrail.payments.schemas import ApplyPayment, PayInvoice, PaymentOut
@@ -100,15 +102,71 @@ def _new_payment(
     return payment
 
 
+def _receipt(
+    ctx: Ctx,
+    payment: Payment,
+    invoice: Invoice,
+    *,
+    applied_minor: int,
+    surplus_minor: int,
+    debit_account: str,
+    recovered: bool = False,
+) -> None:
+    """Exactly one receipt per (invoice, payment reference): the database key sees to it."""
+    lines = [rules.Line(debit_account, debit_minor=payment.amount_minor)]
+    if applied_minor:
+        credit_account = chart.BAD_DEBT if recovered else chart.RECEIVABLE
+        lines.append(rules.Line(credit_account, credit_minor=applied_minor))
+    if surplus_minor:
+        lines.append(rules.Line(chart.CUSTOMER_CREDIT, credit_minor=surplus_minor))
+    ledger.post(
+        ctx,
+        rules.Entry(
+            business_key=f"receipt:{invoice.id}:{payment.reference}",
+            entry_date=ctx.now.date(),
+            currency=payment.currency,
+            description=f"Payment {payment.reference} for invoice {invoice.number}",
+            lines=lines,
+            invoice_id=invoice.id,
+            payment_id=payment.id,
+            customer_id=invoice.customer_id,
+        ),
+    )
+
+
 def _receive_money(ctx: Ctx, payment: Payment, invoice: Invoice | None) -> None:
     """Counts a payment's money once: to its invoice, the customer's credit, or held unapplied."""
     if payment.received_at is not None:
         return
     payment.received_at = ctx.now
+    clearing = chart.clearing(payment.provider)
     if invoice is None:
-        return  # unapplied cash on the account until someone applies it
+        # Unapplied cash on the account until someone applies it.
+        ledger.post(
+            ctx,
+            rules.Entry(
+                business_key=f"unapplied:{payment.id}",
+                entry_date=ctx.now.date(),
+                currency=payment.currency,
+                description=f"Unapplied payment {payment.reference}",
+                lines=[
+                    rules.Line(clearing, debit_minor=payment.amount_minor),
+                    rules.Line(chart.UNAPPLIED_CASH, credit_minor=payment.amount_minor),
+                ],
+                payment_id=payment.id,
+            ),
+        )
+        return
     if payment.currency != invoice.currency:
         customers.add_credit(ctx, invoice.customer_id, payment.currency, payment.amount_minor)
+        _receipt(
+            ctx,
+            payment,
+            invoice,
+            applied_minor=0,
+            surplus_minor=payment.amount_minor,
+            debit_account=clearing,
+        )
         exceptions.raise_item(
             ctx,
             "amount_mismatch",
@@ -120,11 +178,29 @@ def _receive_money(ctx: Ctx, payment: Payment, invoice: Invoice | None) -> None:
         )
         return
     if invoice.status in ACTIONS["pay"][0]:
+        recovered = invoice.status == "uncollectible"
         surplus_minor = invoices.apply_payment(ctx, invoice, payment.amount_minor)
         if surplus_minor > 0:
             customers.add_credit(ctx, invoice.customer_id, invoice.currency, surplus_minor)
+        _receipt(
+            ctx,
+            payment,
+            invoice,
+            applied_minor=payment.amount_minor - surplus_minor,
+            surplus_minor=surplus_minor,
+            debit_account=clearing,
+            recovered=recovered,
+        )
         return
     customers.add_credit(ctx, invoice.customer_id, payment.currency, payment.amount_minor)
+    _receipt(
+        ctx,
+        payment,
+        invoice,
+        applied_minor=0,
+        surplus_minor=payment.amount_minor,
+        debit_account=clearing,
+    )
     exceptions.raise_item(
         ctx,
         "payment_for_closed_invoice",
@@ -132,6 +208,25 @@ def _receive_money(ctx: Ctx, payment: Payment, invoice: Invoice | None) -> None:
         next_action=(
             f"Invoice {invoice.id} is {invoice.status}; the {payment.amount_minor} received by "
             f"{payment.id} is the customer's credit: refund it or apply it elsewhere"
+        ),
+    )
+
+
+def _post_refund(ctx: Ctx, payment: Payment, invoice: Invoice) -> None:
+    ledger.post(
+        ctx,
+        rules.Entry(
+            business_key=f"refund:{invoice.id}:{payment.reference}",
+            entry_date=ctx.now.date(),
+            currency=payment.currency,
+            description=f"Refund of payment {payment.reference}",
+            lines=[
+                rules.Line(chart.REFUNDS, debit_minor=payment.amount_minor),
+                rules.Line(chart.clearing(payment.provider), credit_minor=payment.amount_minor),
+            ],
+            invoice_id=invoice.id,
+            payment_id=payment.id,
+            customer_id=invoice.customer_id,
         ),
     )
 
@@ -246,6 +341,8 @@ def _apply_to_invoice(
         _record_status(ctx, payment)
         if target.value in MONEY_STATUSES:
             _receive_money(ctx, payment, invoice)
+        if target is PaymentStatus.REFUNDED:
+            _post_refund(ctx, payment, invoice)
         return Outcome(
             "applied", f"payment {payment.id} created {target.value}", payment, invoice.id
         )
@@ -266,6 +363,8 @@ def _apply_to_invoice(
         _record_status(ctx, payment)
         if target.value in MONEY_STATUSES:
             _receive_money(ctx, payment, invoice)
+        if target is PaymentStatus.REFUNDED:
+            _post_refund(ctx, payment, invoice)
         return Outcome(
             "applied", f"payment {payment.id} {current} → {target.value}", payment, invoice.id
         )
@@ -407,9 +506,19 @@ def apply_parked(ctx: Ctx, payment_id: str, body: ApplyPayment) -> Payment:
     payment.customer_id = invoice.customer_id
     payment.updated_at = ctx.now
     ctx.session.flush()
+    recovered = invoice.status == "uncollectible"
     surplus_minor = invoices.apply_payment(ctx, invoice, payment.amount_minor)
     if surplus_minor > 0:
         customers.add_credit(ctx, invoice.customer_id, invoice.currency, surplus_minor)
+    _receipt(
+        ctx,
+        payment,
+        invoice,
+        applied_minor=payment.amount_minor - surplus_minor,
+        surplus_minor=surplus_minor,
+        debit_account=chart.UNAPPLIED_CASH,
+        recovered=recovered,
+    )
     exceptions.resolve_matching(
         ctx,
         refs={"payment": payment.id},

@@ -1,0 +1,27 @@
+"""The chart of accounts: names that hledger, ledger-cli and Beancount all accept
+(five root types, each component capitalised, no spaces)."""
+
+from __future__ import annotations
+
+RECEIVABLE = "Assets:Receivable"
+REVENUE = "Income:Revenue"
+REFUNDS = "Income:Refunds"
+TAX_PAYABLE = "Liabilities:Tax:Payable"
+CUSTOMER_CREDIT = "Liabilities:CustomerCredit"
+UNAPPLIED_CASH = "Liabilities:UnappliedCash"
+BAD_DEBT = "Expenses:BadDebt"
+
+_PROVIDER_NAMES = {
+    "manual": "Manual",
+    "stripe": "Stripe",
+    "standard_webhooks": "StandardWebhooks",
+    "simulated": "Simulated",
+}
+
+
+def clearing(provider: str) -> str:
+    """Cash in transit per provider, until the bank statement confirms it."""
+    return f"Assets:Clearing:{_PROVIDER_NAMES.get(provider, 'Other')}"
+
+
+ROOT_TYPES = ("Assets", "Liabilities", "Equity", "Income", "Expenses")
