@@ -6,7 +6,7 @@ from invoicetrail.core.idempotency import IdempotencyKey, RequestLog
 from invoicetrail.customers.models import Customer, CustomerCredit
 from invoicetrail.events.models import Event
 from invoicetrail.exceptions.models import ExceptionItem
-from invoicetrail.invoices.models import Invoice, InvoiceLine, NumberSequence
+from invoicetrail.invoices.models import CreditNote, Invoice, InvoiceLine, NumberSequence
 from invoicetrail.ledger.models import JournalEntry, JournalLine, Period
 from invoicetrail.payments.models import (
     Payment,
@@ -21,6 +21,7 @@ __all__ = [
     "Account",
     "ApiKey",
     "Base",
+    "CreditNote",
     "Customer",
     "CustomerCredit",
     "Event",

@@ -41,6 +41,8 @@ class Invoice(Base):
     tax_minor: Mapped[int] = mapped_column(BigInteger)
     total_minor: Mapped[int] = mapped_column(BigInteger)
     amount_paid_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The part of credit notes that reduced what the customer owes on this invoice.
+    amount_credited_minor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     bank_transfer_reference: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     finalized_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
@@ -49,6 +51,10 @@ class Invoice(Base):
     voided_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     marked_uncollectible_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     request_id: Mapped[str | None] = mapped_column(String(40))
+
+    @property
+    def amount_remaining_minor(self) -> int:
+        return self.total_minor - self.amount_paid_minor - self.amount_credited_minor
 
     lines: Mapped[list[InvoiceLine]] = relationship(
         back_populates="invoice", order_by="InvoiceLine.position", cascade="all, delete-orphan"
@@ -69,6 +75,11 @@ class Invoice(Base):
             name="ck_invoices_amount_paid_within_total",
         ),
         CheckConstraint("total_minor = subtotal_minor + tax_minor", name="ck_invoices_total"),
+        CheckConstraint(
+            "amount_credited_minor >= 0 AND (status = 'draft' OR "
+            "amount_paid_minor + amount_credited_minor <= total_minor)",
+            name="ck_invoices_credited_within_total",
+        ),
         CheckConstraint(
             "(status = 'draft') = (number IS NULL)", name="ck_invoices_number_iff_finalized"
         ),
@@ -109,3 +120,38 @@ class NumberSequence(Base):
     last_value: Mapped[int] = mapped_column(BigInteger, default=0)
 
     __table_args__ = (CheckConstraint("last_value >= 0", name="ck_number_sequences_nonnegative"),)
+
+
+class CreditNote(Base):
+    __tablename__ = "credit_notes"
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(40), unique=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    invoice_id: Mapped[str] = mapped_column(ForeignKey("invoices.id"), index=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"))
+    legal_entity_id: Mapped[str] = mapped_column(ForeignKey("legal_entities.id"))
+    number: Mapped[str] = mapped_column(String(40))
+    status: Mapped[str] = mapped_column(String(16))
+    currency: Mapped[str] = mapped_column(String(3))
+    reason: Mapped[str] = mapped_column(Text)
+    lines: Mapped[list[dict[str, object]]] = mapped_column(Json)
+    subtotal_minor: Mapped[int] = mapped_column(BigInteger)
+    tax_minor: Mapped[int] = mapped_column(BigInteger)
+    total_minor: Mapped[int] = mapped_column(BigInteger)
+    # Of the total: what reduced the invoice's remaining amount, and what became credit.
+    applied_to_invoice_minor: Mapped[int] = mapped_column(BigInteger)
+    customer_credit_minor: Mapped[int] = mapped_column(BigInteger)
+    metadata_: Mapped[dict[str, str]] = mapped_column("metadata", Json)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    request_id: Mapped[str | None] = mapped_column(String(40))
+
+    __table_args__ = (
+        UniqueConstraint("legal_entity_id", "number", name="uq_credit_notes_entity_number"),
+        CheckConstraint("total_minor > 0", name="ck_credit_notes_positive"),
+        CheckConstraint(
+            "applied_to_invoice_minor + customer_credit_minor = total_minor",
+            name="ck_credit_notes_split",
+        ),
+        Index("ix_credit_notes_account_seq", "account_id", "seq"),
+    )

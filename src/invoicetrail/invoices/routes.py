@@ -7,7 +7,8 @@ from fastapi.responses import Response
 
 from invoicetrail.core.http import Empty, ListOut, PageParams, Read, Write, json_response
 from invoicetrail.core.openapi import READ_ERRORS, WRITE_ERRORS, json_body
-from invoicetrail.invoices import service
+from invoicetrail.invoices import credit_notes, service
+from invoicetrail.invoices.credit_notes import CreditNoteCreate, CreditNoteOut
 from invoicetrail.invoices.schemas import InvoiceCreate, InvoiceOut, InvoiceUpdate
 
 router = APIRouter(prefix="/v1", tags=["invoices"])
@@ -87,5 +88,36 @@ def list_invoices(
     rows, has_more = service.list_invoices(ctx, page, status=status, customer_id=customer)
     return json_response(
         ListOut[InvoiceOut](data=[InvoiceOut.of(i) for i in rows], has_more=has_more),
+        ctx.request_id,
+    )
+
+
+@router.post(
+    "/credit_notes",
+    response_model=CreditNoteOut,
+    responses=WRITE_ERRORS,
+    openapi_extra=json_body(CreditNoteCreate),
+)
+def create_credit_note(write: Write) -> Response:
+    return write.run(
+        CreditNoteCreate,
+        lambda ctx, body: CreditNoteOut.of(credit_notes.create(ctx, body)),
+        object_name="credit_note",
+        action="create a credit note",
+    )
+
+
+@router.get("/credit_notes/{note_id}", response_model=CreditNoteOut, responses=READ_ERRORS)
+def get_credit_note(note_id: str, ctx: Read) -> Response:
+    return json_response(CreditNoteOut.of(credit_notes.get(ctx, note_id)), ctx.request_id)
+
+
+@router.get("/credit_notes", response_model=ListOut[CreditNoteOut], responses=READ_ERRORS)
+def list_credit_notes(
+    ctx: Read, page: PageParams, invoice: Annotated[str | None, Query(max_length=64)] = None
+) -> Response:
+    rows, has_more = credit_notes.list_notes(ctx, page, invoice_id=invoice)
+    return json_response(
+        ListOut[CreditNoteOut](data=[CreditNoteOut.of(n) for n in rows], has_more=has_more),
         ctx.request_id,
     )

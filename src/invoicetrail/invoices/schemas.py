@@ -115,6 +115,7 @@ class InvoiceOut(BaseModel):
     total: int
     amount_paid: int
     amount_remaining: int
+    amount_credited: int
     external_reference: str | None
     collection_method: str
     bank_transfer_reference: str | None
@@ -143,7 +144,8 @@ class InvoiceOut(BaseModel):
             tax=invoice.tax_minor,
             total=invoice.total_minor,
             amount_paid=invoice.amount_paid_minor,
-            amount_remaining=invoice.total_minor - invoice.amount_paid_minor,
+            amount_remaining=invoice.amount_remaining_minor,
+            amount_credited=invoice.amount_credited_minor,
             external_reference=invoice.external_reference,
             collection_method=invoice.collection_method,
             bank_transfer_reference=invoice.bank_transfer_reference,

@@ -14,6 +14,7 @@ from sqlalchemy.orm import selectinload
 from invoicetrail.accounts import service as accounts
 from invoicetrail.core.context import Ctx
 from invoicetrail.core.errors import (
+    Conflict,
     DuplicateExternalReference,
     NotFound,
     ValidationFailed,
@@ -27,7 +28,7 @@ from invoicetrail.customers import service as customers
 from invoicetrail.customers.service import merge_metadata
 from invoicetrail.events import service as events
 from invoicetrail.invoices import numbering
-from invoicetrail.invoices.models import Invoice, InvoiceLine
+from invoicetrail.invoices.models import CreditNote, Invoice, InvoiceLine
 from invoicetrail.invoices.schemas import InvoiceCreate, InvoiceOut, InvoiceUpdate, LineIn
 from invoicetrail.invoices.states import (
     OPEN,
@@ -57,7 +58,7 @@ def _ensure_external_reference_free(ctx: Ctx, external_reference: str | None) ->
         raise DuplicateExternalReference("invoice", existing, external_reference)
 
 
-def _build_lines(lines: Sequence[LineIn]) -> list[InvoiceLine]:
+def build_lines(lines: Sequence[LineIn], *, object_name: str = "invoice") -> list[InvoiceLine]:
     built = []
     for position, line in enumerate(lines):
         rate = Decimal(line.tax_rate)
@@ -66,7 +67,7 @@ def _build_lines(lines: Sequence[LineIn]) -> list[InvoiceLine]:
             raise ValidationFailed(
                 f"lines[{position}] amount (quantity × unit_amount) exceeds 10^15 minor units",
                 param=f"lines[{position}].quantity",
-                object_name="invoice",
+                object_name=object_name,
             )
         category = line.tax_category or ("S" if rate > 0 else None)
         built.append(
@@ -129,7 +130,7 @@ def create(ctx: Ctx, body: InvoiceCreate) -> Invoice:
         created_at=ctx.now,
         request_id=ctx.request_id,
     )
-    _set_lines(invoice, _build_lines(body.lines))
+    _set_lines(invoice, build_lines(body.lines))
     ctx.session.add(invoice)
     ctx.session.flush()
     events.record(ctx, "invoice.created", InvoiceOut.of(invoice))
@@ -172,7 +173,7 @@ def update(ctx: Ctx, invoice_id: str, body: InvoiceUpdate) -> Invoice:
     if body.metadata is not None:
         invoice.metadata_ = merge_metadata(invoice.metadata_, body.metadata)
     if body.lines is not None:
-        _set_lines(invoice, _build_lines(body.lines))
+        _set_lines(invoice, build_lines(body.lines))
     ctx.session.flush()
     events.record(ctx, "invoice.updated", InvoiceOut.of(invoice))
     return invoice
@@ -262,6 +263,13 @@ def send(ctx: Ctx, invoice_id: str) -> Invoice:
 def void(ctx: Ctx, invoice_id: str) -> Invoice:
     invoice = get_for_update(ctx, invoice_id)
     require_action(invoice, "void")
+    if has_credit_notes(ctx, invoice.id):
+        raise Conflict(
+            f"invoice {invoice.id} has credit notes; void needs an invoice without any "
+            "(credit the rest of it instead)",
+            code="invalid_state_transition",
+            object_name="invoice",
+        )
     transition(invoice, VOID)
     invoice.voided_at = ctx.now
     ctx.session.flush()
@@ -296,7 +304,7 @@ def mark_uncollectible(ctx: Ctx, invoice_id: str) -> Invoice:
     transition(invoice, UNCOLLECTIBLE)
     invoice.marked_uncollectible_at = ctx.now
     ctx.session.flush()
-    remaining_minor = invoice.total_minor - invoice.amount_paid_minor
+    remaining_minor = invoice.amount_remaining_minor
     if remaining_minor > 0:
         ledger.post(
             ctx,
@@ -321,14 +329,14 @@ def apply_payment(ctx: Ctx, invoice: Invoice, amount_minor: int) -> int:
     """Apply succeeded money to a locked invoice; returns the surplus for customer credit."""
     require_action(invoice, "pay")
     invariant(amount_minor > 0, "applied amount must be positive")
-    remaining = invoice.total_minor - invoice.amount_paid_minor
-    applied = min(amount_minor, remaining)
+    applied = min(amount_minor, invoice.amount_remaining_minor)
     invoice.amount_paid_minor += applied
     invariant(
-        0 <= invoice.amount_paid_minor <= invoice.total_minor,
+        0 <= invoice.amount_paid_minor <= invoice.total_minor
+        and invoice.amount_remaining_minor >= 0,
         f"invoice {invoice.id}: amount_paid within total",
     )
-    if invoice.amount_paid_minor == invoice.total_minor:
+    if invoice.amount_remaining_minor == 0:
         transition(invoice, PAID)
         invoice.paid_at = ctx.now
         ctx.session.flush()
@@ -362,6 +370,17 @@ def get_for_update(ctx: Ctx, invoice_id: str, *, param: str | None = None) -> In
     if invoice is None:
         raise NotFound("invoice", invoice_id, param=param)
     return invoice
+
+
+def has_credit_notes(ctx: Ctx, invoice_id: str) -> bool:
+    return (
+        ctx.session.execute(
+            select(CreditNote.id)
+            .where(CreditNote.account_id == ctx.account_id, CreditNote.invoice_id == invoice_id)
+            .limit(1)
+        ).first()
+        is not None
+    )
 
 
 def find_for_update(ctx: Ctx, invoice_id: str) -> Invoice | None:

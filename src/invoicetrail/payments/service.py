@@ -245,7 +245,7 @@ def pay_invoice(ctx: Ctx, invoice_id: str, body: PayInvoice) -> Invoice:
     if existing is not None and existing.status in MONEY_STATUSES:
         return invoice  # the same money reported again: nothing more to apply
     require_action(invoice, "pay")
-    amount_minor = body.amount or (invoice.total_minor - invoice.amount_paid_minor)
+    amount_minor = body.amount or invoice.amount_remaining_minor
     if existing is None:
         if body.external_reference is not None:
             taken = ctx.session.execute(
@@ -398,7 +398,10 @@ def _payment_without_invoice(
 ) -> Outcome:
     assert evidence.reference is not None and evidence.status is not None
     parked = find_by_reference(ctx, None, evidence.reference)
-    if parked is None and evidence.status in MONEY_STATUSES and evidence.amount_minor:
+    # Only money coming in is parked: a refund or dispute of a payment not seen yet (it arrived
+    # first) is no cash on the account; it is kept on the item below, never counted.
+    money_in = evidence.action == "payment" and evidence.status in MONEY_STATUSES
+    if parked is None and money_in and evidence.amount_minor:
         parked = _new_payment(
             ctx,
             invoice=None,

@@ -46,7 +46,7 @@ def schedule(ctx: Ctx, body: SimulatedPaymentCreate) -> SimulatedPaymentOut:
         endpoint, _ = endpoints.create(ctx, "simulated", None)
     simulation_id = new_id("sim")
     reference = f"sim_pi_{simulation_id.removeprefix('sim_')}"
-    amount_minor = body.amount or (invoice.total_minor - invoice.amount_paid_minor)
+    amount_minor = body.amount or invoice.amount_remaining_minor
     settle_seconds = body.settle_after_seconds
     if settle_seconds is None:
         settle_seconds = ACH_SETTLE_SECONDS_DEFAULT if body.method == "ach" else 0
