@@ -9,6 +9,7 @@ from invoicetrail.core.http import ListOut, PageParams, Read, Write, json_respon
 from invoicetrail.core.openapi import READ_ERRORS, WRITE_ERRORS, json_body
 from invoicetrail.ledger import service
 from invoicetrail.ledger.schemas import (
+    ArBalanceOut,
     JournalEntryOut,
     PeriodClose,
     PeriodOut,
@@ -41,6 +42,11 @@ def get_journal_entry(entry_id: str, ctx: Read) -> Response:
 @router.get("/trial_balance", response_model=TrialBalanceOut, responses=READ_ERRORS)
 def trial_balance(ctx: Read, period: Annotated[str, Query(max_length=7)]) -> Response:
     return json_response(service.trial_balance(ctx, period), ctx.request_id)
+
+
+@router.get("/ar_balances", response_model=ArBalanceOut, responses=READ_ERRORS)
+def ar_balances(ctx: Read, period: Annotated[str, Query(max_length=7)]) -> Response:
+    return json_response(service.ar_balances(ctx, period), ctx.request_id)
 
 
 @router.get("/periods/{period}", response_model=PeriodOut, responses=READ_ERRORS)

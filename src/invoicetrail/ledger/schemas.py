@@ -77,6 +77,20 @@ class TrialBalanceOut(BaseModel):
     rows: list[TrialBalanceRow]
 
 
+class ArBalanceRow(BaseModel):
+    customer: str
+    currency: str
+    receivable: int
+    customer_credit: int
+    net: int
+
+
+class ArBalanceOut(BaseModel):
+    object: str = "ar_balance"
+    period: str
+    rows: list[ArBalanceRow]
+
+
 class PeriodClose(Body):
     force: StrictBool = False
     reason: Annotated[str, Field(min_length=1, max_length=1000)] | None = None

@@ -17,9 +17,16 @@ from invoicetrail.core.ids import new_id
 from invoicetrail.core.listing import list_page
 from invoicetrail.events import service as events
 from invoicetrail.exceptions import service as exceptions
+from invoicetrail.ledger import chart
 from invoicetrail.ledger.models import JournalEntry, JournalLine, Period
 from invoicetrail.ledger.rules import Entry, normalized
-from invoicetrail.ledger.schemas import JournalEntryOut, TrialBalanceOut, TrialBalanceRow
+from invoicetrail.ledger.schemas import (
+    ArBalanceOut,
+    ArBalanceRow,
+    JournalEntryOut,
+    TrialBalanceOut,
+    TrialBalanceRow,
+)
 
 _PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 
@@ -185,6 +192,49 @@ def trial_balance(ctx: Ctx, period: str) -> TrialBalanceOut:
             f"trial balance for {currency} balances",
         )
     return TrialBalanceOut(period=period, rows=out)
+
+
+def ar_balances(ctx: Ctx, period: str) -> ArBalanceOut:
+    """Per customer and currency, to the end of the period: what they owe (receivable) and
+    what we owe them (credit from overpayments, credit notes and voids)."""
+    check_period(period)
+    rows = ctx.session.execute(
+        select(
+            JournalEntry.customer_id,
+            JournalLine.currency,
+            JournalLine.ledger_account,
+            func.sum(JournalLine.debit_minor - JournalLine.credit_minor),
+        )
+        .join(JournalEntry, JournalEntry.id == JournalLine.entry_id)
+        .where(
+            JournalEntry.account_id == ctx.account_id,
+            JournalEntry.period <= period,
+            JournalEntry.customer_id.isnot(None),
+            JournalLine.ledger_account.in_((chart.RECEIVABLE, chart.CUSTOMER_CREDIT)),
+        )
+        .group_by(JournalEntry.customer_id, JournalLine.currency, JournalLine.ledger_account)
+    ).all()
+    totals: dict[tuple[str, str], dict[str, int]] = {}
+    for customer_id, currency, ledger_account, net in rows:
+        bucket = totals.setdefault((str(customer_id), currency), {"receivable": 0, "credit": 0})
+        if ledger_account == chart.RECEIVABLE:
+            bucket["receivable"] += int(net)
+        else:
+            bucket["credit"] += -int(net)
+    return ArBalanceOut(
+        period=period,
+        rows=[
+            ArBalanceRow(
+                customer=customer_id,
+                currency=currency,
+                receivable=values["receivable"],
+                customer_credit=values["credit"],
+                net=values["receivable"] - values["credit"],
+            )
+            for (customer_id, currency), values in sorted(totals.items())
+            if values["receivable"] or values["credit"]
+        ],
+    )
 
 
 # --- periods -------------------------------------------------------------------------------
