@@ -241,6 +241,8 @@ def _record_status(ctx: Ctx, payment: Payment) -> None:
 def pay_invoice(ctx: Ctx, invoice_id: str, body: PayInvoice) -> Invoice:
     """One payment per (invoice, reference), however often it is reported."""
     invoice = invoices.get_for_update(ctx, invoice_id)
+    if invoice.status in ("draft", "void"):
+        require_action(invoice, "pay")  # SPEC: refused even for a reference already known
     existing = find_by_reference(ctx, invoice.id, body.reference)
     if existing is not None and existing.status in MONEY_STATUSES:
         return invoice  # the same money reported again: nothing more to apply
