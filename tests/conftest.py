@@ -34,6 +34,15 @@ PG_TEST_DB = os.environ.get("INVOICETRAIL_TEST_POSTGRES_DB", "invoicetrail_test"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        default=False,
+        help="rewrite the files under tests/golden/ from the current output (review the diff)",
+    )
+
+
 def _pg_url(database: str) -> str:
     info = psycopg.conninfo.conninfo_to_dict(PG_ADMIN_DSN)
     user = info.get("user", "postgres")

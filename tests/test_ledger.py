@@ -303,3 +303,50 @@ def test_replaying_a_whole_scenario_leaves_the_journal_byte_identical(api: Api) 
         e["business_key"] for e in api.ok(api.get("/v1/journal_entries", {"limit": 100}))["data"]
     ]
     assert len(keys) == len(set(keys)) == 4
+
+
+def test_cash_policy_recognises_revenue_when_money_arrives(api: Api) -> None:
+    settings = api.ok(api.post("/v1/ledger_settings", {"posting_policy": "cash"}))
+    assert settings["posting_policy"] == "cash"
+    invoice = api.open_invoice()
+    assert entries(api, invoice["id"]) == []
+    api.ok(api.post(f"/v1/invoices/{invoice['id']}/pay", {"reference": "c1", "amount": 1000}))
+    api.ok(api.post(f"/v1/invoices/{invoice['id']}/pay", {"reference": "c2"}))
+    found = entries(api, invoice["id"])
+    assert [e["business_key"].split(":")[0] for e in found] == ["receipt", "receipt"]
+    for entry in found:
+        assert_balanced(entry)
+    assert net_by_account(found) == {
+        "Assets:Clearing:Manual": invoice["total"],
+        "Income:Revenue": -invoice["subtotal"],
+        "Liabilities:Tax:Payable": -invoice["tax"],
+    }
+    voided = api.open_invoice()
+    api.ok(api.post(f"/v1/invoices/{voided['id']}/void"))
+    assert entries(api, voided["id"]) == []
+    changed = api.post("/v1/ledger_settings", {"posting_policy": "accrual"})
+    assert changed.status_code == 409
+    assert changed.json()["error"]["param"] == "posting_policy"
+
+
+def test_chart_accounts_can_be_renamed(api: Api) -> None:
+    renamed = api.ok(
+        api.post(
+            "/v1/ledger_settings",
+            {"accounts": {"receivable": "Assets:AR:Trade", "revenue": "Income:Sales"}},
+        )
+    )
+    assert renamed["accounts"]["receivable"] == "Assets:AR:Trade"
+    assert renamed["accounts"]["tax_payable"] == "Liabilities:Tax:Payable"
+    invoice = api.open_invoice()
+    [entry] = entries(api, invoice["id"])
+    assert {line["account"] for line in entry["lines"]} == {
+        "Assets:AR:Trade",
+        "Income:Sales",
+        "Liabilities:Tax:Payable",
+    }
+    bad_role = api.post("/v1/ledger_settings", {"accounts": {"nope": "Assets:X"}})
+    assert bad_role.status_code == 400
+    assert bad_role.json()["error"]["param"] == "accounts.nope"
+    bad_name = api.post("/v1/ledger_settings", {"accounts": {"revenue": "sales income"}})
+    assert bad_name.status_code == 400

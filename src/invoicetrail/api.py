@@ -39,6 +39,7 @@ from invoicetrail.core.openapi import install_openapi
 from invoicetrail.customers import routes as customer_routes
 from invoicetrail.events import routes as event_routes
 from invoicetrail.exceptions import routes as exception_routes
+from invoicetrail.exports import routes as export_routes
 from invoicetrail.invoices import routes as invoice_routes
 from invoicetrail.ledger import routes as ledger_routes
 from invoicetrail.payments import routes as payment_routes
@@ -88,6 +89,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         event_routes.router,
         exception_routes.router,
         ledger_routes.router,
+        export_routes.router,
     ):
         app.include_router(router)
 

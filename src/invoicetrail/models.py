@@ -6,8 +6,9 @@ from invoicetrail.core.idempotency import IdempotencyKey, RequestLog
 from invoicetrail.customers.models import Customer, CustomerCredit
 from invoicetrail.events.models import Event
 from invoicetrail.exceptions.models import ExceptionItem
+from invoicetrail.exports.models import ExportBatch, ExportBatchRow, ExportRow
 from invoicetrail.invoices.models import CreditNote, Invoice, InvoiceLine, NumberSequence
-from invoicetrail.ledger.models import JournalEntry, JournalLine, Period
+from invoicetrail.ledger.models import JournalEntry, JournalLine, LedgerSettings, Period
 from invoicetrail.payments.models import (
     Payment,
     ProviderEndpoint,
@@ -26,11 +27,15 @@ __all__ = [
     "CustomerCredit",
     "Event",
     "ExceptionItem",
+    "ExportBatch",
+    "ExportBatchRow",
+    "ExportRow",
     "IdempotencyKey",
     "Invoice",
     "InvoiceLine",
     "JournalEntry",
     "JournalLine",
+    "LedgerSettings",
     "LegalEntity",
     "NumberSequence",
     "Payment",

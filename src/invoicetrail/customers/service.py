@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from invoicetrail.core.context import Ctx
 from invoicetrail.core.errors import DuplicateExternalReference, NotFound, invariant
@@ -116,27 +118,26 @@ def credit_balance(ctx: Ctx, customer_id: str) -> dict[str, int]:
 
 
 def add_credit(ctx: Ctx, customer_id: str, currency: str, amount_minor: int) -> None:
-    """Overpayments land here; the caller holds the invoice lock, so the row update is safe."""
+    """Overpayments land here. One atomic upsert: two invoices of one customer can overpay at
+    the same time (their invoice locks differ), and neither may lose or fail on the other."""
     invariant(amount_minor > 0, "credit added must be positive")
-    row = ctx.session.execute(
-        select(CustomerCredit)
-        .where(CustomerCredit.customer_id == customer_id, CustomerCredit.currency == currency)
-        .with_for_update()
-    ).scalar_one_or_none()
-    if row is None:
-        ctx.session.add(
-            CustomerCredit(
-                customer_id=customer_id,
-                currency=currency,
-                account_id=ctx.account_id,
-                amount_minor=amount_minor,
-                updated_at=ctx.now,
-            )
+    insert = pg_insert if ctx.session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    statement = insert(CustomerCredit).values(
+        customer_id=customer_id,
+        currency=currency,
+        account_id=ctx.account_id,
+        amount_minor=amount_minor,
+        updated_at=ctx.now,
+    )
+    ctx.session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[CustomerCredit.customer_id, CustomerCredit.currency],
+            set_={
+                "amount_minor": CustomerCredit.amount_minor + statement.excluded.amount_minor,
+                "updated_at": statement.excluded.updated_at,
+            },
         )
-    else:
-        row.amount_minor += amount_minor
-        row.updated_at = ctx.now
-    ctx.session.flush()
+    )
 
 
 def out(ctx: Ctx, customer: Customer) -> CustomerOut:

@@ -184,6 +184,7 @@ def create(ctx: Ctx, body: CreditNoteCreate) -> CreditNote:
                 rules.Line(chart.CUSTOMER_CREDIT, credit_minor=credit_minor),
             ],
             invoice_id=invoice.id,
+            revenue_split=(invoice.subtotal_minor, invoice.tax_minor),
             credit_note_id=note.id,
             customer_id=invoice.customer_id,
         ),

@@ -229,6 +229,7 @@ def finalize(ctx: Ctx, invoice_id: str) -> Invoice:
             description=f"Invoice {invoice.number}",
             lines=rules.finalize_lines(facts(invoice)),
             invoice_id=invoice.id,
+            revenue_split=(invoice.subtotal_minor, invoice.tax_minor),
             customer_id=invoice.customer_id,
         ),
     )
@@ -288,6 +289,7 @@ def void(ctx: Ctx, invoice_id: str) -> Invoice:
                 rules.Line(chart.CUSTOMER_CREDIT, credit_minor=invoice.amount_paid_minor),
             ],
             invoice_id=invoice.id,
+            revenue_split=(invoice.subtotal_minor, invoice.tax_minor),
             customer_id=invoice.customer_id,
             reverses=finalized.id if finalized else None,
         ),
@@ -318,6 +320,7 @@ def mark_uncollectible(ctx: Ctx, invoice_id: str) -> Invoice:
                     rules.Line(chart.RECEIVABLE, credit_minor=remaining_minor),
                 ],
                 invoice_id=invoice.id,
+                revenue_split=(invoice.subtotal_minor, invoice.tax_minor),
                 customer_id=invoice.customer_id,
             ),
         )

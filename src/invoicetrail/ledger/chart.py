@@ -25,3 +25,19 @@ def clearing(provider: str) -> str:
 
 
 ROOT_TYPES = ("Assets", "Liabilities", "Equity", "Income", "Expenses")
+
+# Roles a finance team may rename (POST /v1/ledger_settings {"accounts": {role: name}}).
+ROLES: dict[str, str] = {
+    "receivable": RECEIVABLE,
+    "revenue": REVENUE,
+    "refunds": REFUNDS,
+    "tax_payable": TAX_PAYABLE,
+    "customer_credit": CUSTOMER_CREDIT,
+    "unapplied_cash": UNAPPLIED_CASH,
+    "bad_debt": BAD_DEBT,
+    **{f"clearing_{provider}": clearing(provider) for provider in _PROVIDER_NAMES},
+}
+# Names hledger, ledger-cli and Beancount all accept.
+ACCOUNT_NAME_PATTERN = (
+    r"^(Assets|Liabilities|Equity|Income|Expenses)(:[A-Z][A-Za-z0-9-]{0,40}){1,5}$"
+)

@@ -93,3 +93,19 @@ class Period(Base):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
     __table_args__ = (CheckConstraint("status IN ('open', 'closed')", name="ck_periods_status"),)
+
+
+class LedgerSettings(Base):
+    """Per account: the posting policy and any renamed chart accounts (role → name)."""
+
+    __tablename__ = "ledger_settings"
+
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
+    posting_policy: Mapped[str] = mapped_column(String(16))
+    account_names: Mapped[dict[str, str]] = mapped_column(Json)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    request_id: Mapped[str | None] = mapped_column(String(40))
+
+    __table_args__ = (
+        CheckConstraint("posting_policy IN ('accrual', 'cash')", name="ck_ledger_settings_policy"),
+    )

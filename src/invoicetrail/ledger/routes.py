@@ -11,6 +11,8 @@ from invoicetrail.ledger import service
 from invoicetrail.ledger.schemas import (
     ArBalanceOut,
     JournalEntryOut,
+    LedgerSettingsOut,
+    LedgerSettingsUpdate,
     PeriodClose,
     PeriodOut,
     PeriodReopen,
@@ -84,4 +86,28 @@ def reopen_period(period: str, write: Write) -> Response:
         lambda ctx, body: PeriodOut.of(period, service.reopen_period(ctx, period, body.reason)),
         object_name="period",
         action="reopen a period",
+    )
+
+
+@router.get("/ledger_settings", response_model=LedgerSettingsOut, responses=READ_ERRORS)
+def get_ledger_settings(ctx: Read) -> Response:
+    return json_response(
+        LedgerSettingsOut.of(ctx.account_id, service.settings_of(ctx)), ctx.request_id
+    )
+
+
+@router.post(
+    "/ledger_settings",
+    response_model=LedgerSettingsOut,
+    responses=WRITE_ERRORS,
+    openapi_extra=json_body(LedgerSettingsUpdate),
+)
+def update_ledger_settings(write: Write) -> Response:
+    return write.run(
+        LedgerSettingsUpdate,
+        lambda ctx, body: LedgerSettingsOut.of(
+            ctx.account_id, service.update_settings(ctx, body.posting_policy, body.accounts)
+        ),
+        object_name="ledger_settings",
+        action="change ledger settings",
     )

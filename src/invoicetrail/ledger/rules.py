@@ -28,6 +28,8 @@ class Entry:
     credit_note_id: str | None = None
     customer_id: str | None = None
     reverses: str | None = None
+    # The invoice's (subtotal, tax): how receivable splits into revenue and tax on a cash basis.
+    revenue_split: tuple[int, int] | None = None
     tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -75,3 +77,26 @@ def split_revenue_and_tax(facts: InvoiceFacts, amount_minor: int) -> tuple[int, 
         return amount_minor, 0
     tax = (amount_minor * facts.tax_minor * 2 + facts.total_minor) // (2 * facts.total_minor)
     return amount_minor - tax, tax
+
+
+def to_cash_basis(lines: list[Line], revenue_split: tuple[int, int] | None) -> list[Line]:
+    """Cash policy: receivable and bad debt never exist; what would move them moves revenue and
+    tax in the invoice's proportion instead. Finalize, void and write-off then net to nothing,
+    and a receipt recognises revenue when the money arrives."""
+    subtotal_minor, tax_minor = revenue_split or (1, 0)
+    facts = InvoiceFacts("", "", "", "", subtotal_minor, tax_minor, subtotal_minor + tax_minor)
+    net: dict[str, int] = {}
+    for line in lines:
+        amount = line.debit_minor - line.credit_minor
+        if line.ledger_account in (chart.RECEIVABLE, chart.BAD_DEBT):
+            sign = 1 if amount >= 0 else -1
+            revenue, tax = split_revenue_and_tax(facts, abs(amount))
+            net[chart.REVENUE] = net.get(chart.REVENUE, 0) + sign * revenue
+            net[chart.TAX_PAYABLE] = net.get(chart.TAX_PAYABLE, 0) + sign * tax
+        else:
+            net[line.ledger_account] = net.get(line.ledger_account, 0) + amount
+    return [
+        Line(account, debit_minor=max(amount, 0), credit_minor=max(-amount, 0))
+        for account, amount in net.items()
+        if amount
+    ]

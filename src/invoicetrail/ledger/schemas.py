@@ -1,12 +1,13 @@
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StrictBool
 
 from invoicetrail.core.clock import iso_instant
 from invoicetrail.core.fields import Body
-from invoicetrail.ledger.models import JournalEntry, Period
+from invoicetrail.ledger.chart import ACCOUNT_NAME_PATTERN, ROLES
+from invoicetrail.ledger.models import JournalEntry, LedgerSettings, Period
 
 PERIOD_PATTERN = r"^\d{4}-(0[1-9]|1[0-2])$"
 
@@ -89,6 +90,29 @@ class ArBalanceOut(BaseModel):
     object: str = "ar_balance"
     period: str
     rows: list[ArBalanceRow]
+
+
+class LedgerSettingsUpdate(Body):
+    posting_policy: Literal["accrual", "cash"] | None = None
+    accounts: (
+        dict[str, Annotated[str, Field(pattern=ACCOUNT_NAME_PATTERN, max_length=128)]] | None
+    ) = None
+
+
+class LedgerSettingsOut(BaseModel):
+    object: str = "ledger_settings"
+    id: str
+    posting_policy: str
+    accounts: dict[str, str]
+
+    @classmethod
+    def of(cls, account_id: str, row: LedgerSettings | None) -> LedgerSettingsOut:
+        names = row.account_names if row else {}
+        return cls(
+            id=account_id,
+            posting_policy=row.posting_policy if row else "accrual",
+            accounts={role: names.get(role, default) for role, default in ROLES.items()},
+        )
 
 
 class PeriodClose(Body):

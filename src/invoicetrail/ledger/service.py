@@ -18,8 +18,8 @@ from invoicetrail.core.listing import list_page
 from invoicetrail.events import service as events
 from invoicetrail.exceptions import service as exceptions
 from invoicetrail.ledger import chart
-from invoicetrail.ledger.models import JournalEntry, JournalLine, Period
-from invoicetrail.ledger.rules import Entry, normalized
+from invoicetrail.ledger.models import JournalEntry, JournalLine, LedgerSettings, Period
+from invoicetrail.ledger.rules import Entry, Line, normalized, to_cash_basis
 from invoicetrail.ledger.schemas import (
     ArBalanceOut,
     ArBalanceRow,
@@ -75,12 +75,74 @@ def find(ctx: Ctx, business_key: str) -> JournalEntry | None:
     ).scalar_one_or_none()
 
 
-def post(ctx: Ctx, entry: Entry) -> JournalEntry:
-    """Posts once per business key: a replay or duplicate event gets the existing entry."""
+def settings_of(ctx: Ctx) -> LedgerSettings | None:
+    return ctx.session.get(LedgerSettings, ctx.account_id)
+
+
+def update_settings(
+    ctx: Ctx, posting_policy: str | None, account_names: dict[str, str] | None
+) -> LedgerSettings:
+    row = settings_of(ctx)
+    if row is None:
+        row = LedgerSettings(
+            account_id=ctx.account_id,
+            posting_policy="accrual",
+            account_names={},
+            updated_at=ctx.now,
+            request_id=ctx.request_id,
+        )
+        ctx.session.add(row)
+    if posting_policy is not None and posting_policy != row.posting_policy:
+        posted = ctx.session.execute(
+            select(JournalEntry.id).where(JournalEntry.account_id == ctx.account_id).limit(1)
+        ).first()
+        if posted is not None:
+            raise Conflict(
+                "the posting policy can only change before the first posting",
+                code="invalid_state_transition",
+                param="posting_policy",
+                object_name="ledger_settings",
+            )
+        row.posting_policy = posting_policy
+    if account_names is not None:
+        unknown = sorted(set(account_names) - set(chart.ROLES))
+        if unknown:
+            raise ValidationFailed(
+                f"unknown account role {unknown[0]}; roles are {', '.join(sorted(chart.ROLES))}",
+                param=f"accounts.{unknown[0]}",
+                object_name="ledger_settings",
+            )
+        row.account_names = {**row.account_names, **account_names}
+    row.updated_at = ctx.now
+    row.request_id = ctx.request_id
+    ctx.session.flush()
+    return row
+
+
+def post(ctx: Ctx, entry: Entry) -> JournalEntry | None:
+    """Posts once per business key: a replay or duplicate event gets the existing entry.
+
+    Under the cash policy an entry that moves no cash-basis account posts nothing (None)."""
     existing = find(ctx, entry.business_key)
     if existing is not None:
         return existing
-    lines = normalized(entry.lines)
+    settings = settings_of(ctx)
+    raw_lines = entry.lines
+    if settings is not None and settings.posting_policy == "cash":
+        raw_lines = to_cash_basis(raw_lines, entry.revenue_split)
+        if not any(line.debit_minor or line.credit_minor for line in raw_lines):
+            return None
+    if settings is not None and settings.account_names:
+        renamed = {chart.ROLES[role]: name for role, name in settings.account_names.items()}
+        raw_lines = [
+            Line(
+                renamed.get(line.ledger_account, line.ledger_account),
+                line.debit_minor,
+                line.credit_minor,
+            )
+            for line in raw_lines
+        ]
+    lines = normalized(raw_lines)
     total_minor = sum(line.debit_minor for line in lines)
     invariant(total_minor == sum(line.credit_minor for line in lines), "entry balances")
     invariant(total_minor > 0, f"entry {entry.business_key} moves money")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from invoicetrail.core.context import Ctx
 from invoicetrail.core.errors import (
@@ -15,6 +15,7 @@ from invoicetrail.core.errors import (
     ValidationFailed,
 )
 from invoicetrail.core.http import Page
+from invoicetrail.core.idempotency import advisory_lock_key
 from invoicetrail.core.ids import new_id
 from invoicetrail.core.listing import list_page
 from invoicetrail.customers import service as customers
@@ -59,6 +60,14 @@ def find_by_reference(ctx: Ctx, invoice_id: str | None, reference: str) -> Payme
     invoice_filter = (
         Payment.invoice_id.is_(None) if invoice_id is None else Payment.invoice_id == invoice_id
     )
+    if invoice_id is None and ctx.session.get_bind().dialect.name == "postgresql":
+        # Unapplied cash has no invoice row to lock and NULL never collides in the unique key:
+        # without this, two events for one reference at once would park the money twice.
+        # (SQLite: BEGIN IMMEDIATE already runs writers one at a time.)
+        ctx.session.execute(
+            text("SELECT pg_advisory_xact_lock(:k)"),
+            {"k": advisory_lock_key(ctx.account_id, f"unapplied-payment:{reference}")},
+        )
     return ctx.session.execute(
         select(Payment)
         .where(Payment.account_id == ctx.account_id, invoice_filter, Payment.reference == reference)
@@ -128,6 +137,7 @@ def _receipt(
             description=f"Payment {payment.reference} for invoice {invoice.number}",
             lines=lines,
             invoice_id=invoice.id,
+            revenue_split=(invoice.subtotal_minor, invoice.tax_minor),
             payment_id=payment.id,
             customer_id=invoice.customer_id,
         ),
@@ -225,6 +235,7 @@ def _post_refund(ctx: Ctx, payment: Payment, invoice: Invoice) -> None:
                 rules.Line(chart.clearing(payment.provider), credit_minor=payment.amount_minor),
             ],
             invoice_id=invoice.id,
+            revenue_split=(invoice.subtotal_minor, invoice.tax_minor),
             payment_id=payment.id,
             customer_id=invoice.customer_id,
         ),
