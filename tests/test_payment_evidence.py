@@ -566,3 +566,39 @@ def test_simulated_provider_through_the_worker(db_url: str) -> None:
         events = api.ok(api.get("/v1/provider_events", {"invoice": card["id"]}))["data"]
         assert [e["verification"] for e in events] == ["verified"]
     worker.close()
+
+
+def test_money_an_invoice_cannot_take_becomes_credit_with_an_item(
+    api: Api, sw_endpoint: Provider
+) -> None:
+    paid = api.open_invoice()
+    api.ok(api.post(f"/v1/invoices/{paid['id']}/pay", {"reference": "first"}))
+    late = sw_endpoint.send_sw(
+        sw_event(
+            "payment.succeeded", reference="second", amount=300, invoice=paid["id"], method="card"
+        )
+    )
+    assert late.status_code == 200
+    [closed] = items(api, kind="payment_for_closed_invoice")
+    assert closed["refs"]["invoice"] == paid["id"]
+    other_currency = api.open_invoice()
+    sw_endpoint.send_sw(
+        sw_event(
+            "payment.succeeded",
+            reference="usd-1",
+            amount=400,
+            currency="usd",
+            invoice=other_currency["id"],
+            method="card",
+        )
+    )
+    [mismatch] = items(api, kind="amount_mismatch")
+    assert mismatch["refs"]["invoice"] == other_currency["id"]
+    assert api.ok(api.get(f"/v1/invoices/{other_currency['id']}"))["amount_paid"] == 0
+    paid_customer = api.ok(api.get(f"/v1/customers/{paid['customer']}"))["credit_balance"]
+    assert paid_customer == {"eur": 300}
+    other_customer = api.ok(api.get(f"/v1/customers/{other_currency['customer']}"))
+    assert other_customer["credit_balance"] == {"usd": 400}
+    receipts = api.ok(api.get("/v1/journal_entries", {"invoice": paid["id"], "limit": 100}))
+    keys = {e["business_key"] for e in receipts["data"]}
+    assert f"receipt:{paid['id']}:second" in keys

@@ -168,40 +168,50 @@ def _receive_money(ctx: Ctx, payment: Payment, invoice: Invoice | None) -> None:
         )
         return
     if payment.currency != invoice.currency:
-        customers.add_credit(ctx, invoice.customer_id, payment.currency, payment.amount_minor)
-        _receipt(
+        _keep_as_credit(
             ctx,
             payment,
             invoice,
-            applied_minor=0,
-            surplus_minor=payment.amount_minor,
-            debit_account=clearing,
-        )
-        exceptions.raise_item(
-            ctx,
             "amount_mismatch",
-            refs={"invoice": invoice.id, "payment": payment.id},
-            next_action=(
-                f"Payment {payment.id} is in {payment.currency}, invoice {invoice.id} in "
-                f"{invoice.currency}; it was kept as customer credit: refund it or settle by hand"
-            ),
+            f"Payment {payment.id} is in {payment.currency}, invoice {invoice.id} in "
+            f"{invoice.currency}; it was kept as customer credit: refund it or settle by hand",
         )
-        return
-    if invoice.status in ACTIONS["pay"][0]:
-        recovered = invoice.status == "uncollectible"
-        surplus_minor = invoices.apply_payment(ctx, invoice, payment.amount_minor)
-        if surplus_minor > 0:
-            customers.add_credit(ctx, invoice.customer_id, invoice.currency, surplus_minor)
-        _receipt(
+    elif invoice.status in ACTIONS["pay"][0]:
+        _apply_with_receipt(ctx, payment, invoice, debit_account=clearing)
+    else:
+        _keep_as_credit(
             ctx,
             payment,
             invoice,
-            applied_minor=payment.amount_minor - surplus_minor,
-            surplus_minor=surplus_minor,
-            debit_account=clearing,
-            recovered=recovered,
+            "payment_for_closed_invoice",
+            f"Invoice {invoice.id} is {invoice.status}; the {payment.amount_minor} received by "
+            f"{payment.id} is the customer's credit: refund it or apply it elsewhere",
         )
-        return
+
+
+def _apply_with_receipt(
+    ctx: Ctx, payment: Payment, invoice: Invoice, *, debit_account: str
+) -> None:
+    """Money onto an invoice that can take it; any surplus is the customer's credit."""
+    recovered = invoice.status == "uncollectible"
+    surplus_minor = invoices.apply_payment(ctx, invoice, payment.amount_minor)
+    if surplus_minor > 0:
+        customers.add_credit(ctx, invoice.customer_id, invoice.currency, surplus_minor)
+    _receipt(
+        ctx,
+        payment,
+        invoice,
+        applied_minor=payment.amount_minor - surplus_minor,
+        surplus_minor=surplus_minor,
+        debit_account=debit_account,
+        recovered=recovered,
+    )
+
+
+def _keep_as_credit(
+    ctx: Ctx, payment: Payment, invoice: Invoice, kind: str, next_action: str
+) -> None:
+    """Money the invoice cannot take: never lost, it is the customer's credit, and AR is told."""
     customers.add_credit(ctx, invoice.customer_id, payment.currency, payment.amount_minor)
     _receipt(
         ctx,
@@ -209,16 +219,13 @@ def _receive_money(ctx: Ctx, payment: Payment, invoice: Invoice | None) -> None:
         invoice,
         applied_minor=0,
         surplus_minor=payment.amount_minor,
-        debit_account=clearing,
+        debit_account=chart.clearing(payment.provider),
     )
     exceptions.raise_item(
         ctx,
-        "payment_for_closed_invoice",
+        kind,
         refs={"invoice": invoice.id, "payment": payment.id},
-        next_action=(
-            f"Invoice {invoice.id} is {invoice.status}; the {payment.amount_minor} received by "
-            f"{payment.id} is the customer's credit: refund it or apply it elsewhere"
-        ),
+        next_action=next_action,
     )
 
 
@@ -522,19 +529,7 @@ def apply_parked(ctx: Ctx, payment_id: str, body: ApplyPayment) -> Payment:
     payment.customer_id = invoice.customer_id
     payment.updated_at = ctx.now
     ctx.session.flush()
-    recovered = invoice.status == "uncollectible"
-    surplus_minor = invoices.apply_payment(ctx, invoice, payment.amount_minor)
-    if surplus_minor > 0:
-        customers.add_credit(ctx, invoice.customer_id, invoice.currency, surplus_minor)
-    _receipt(
-        ctx,
-        payment,
-        invoice,
-        applied_minor=payment.amount_minor - surplus_minor,
-        surplus_minor=surplus_minor,
-        debit_account=chart.UNAPPLIED_CASH,
-        recovered=recovered,
-    )
+    _apply_with_receipt(ctx, payment, invoice, debit_account=chart.UNAPPLIED_CASH)
     exceptions.resolve_matching(
         ctx,
         refs={"payment": payment.id},
