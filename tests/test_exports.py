@@ -10,9 +10,10 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
 import uuid
 from collections import defaultdict
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,10 @@ from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from conftest import IN_CI, Api, create_account
+from invoicetrail.core.context import Ctx
+from invoicetrail.core.db import write_transaction
 from invoicetrail.core.money import format_major
+from invoicetrail.exports import service
 from invoicetrail.exports.formats import FORMATS, AccountUse, ExportLine, FileFacts
 from invoicetrail.exports.formats.rows import major_units, one_line
 from test_payment_evidence import SW_SECRET, Provider, sw_event
@@ -295,6 +299,8 @@ def test_acknowledgements_and_reexport_of_what_is_not_synced(api: Api, other_api
     assert row["status"] == "failed" and "does not exist" in row["error"]
     failed_only = api.ok(api.get(f"/v1/exports/{batch['id']}/rows", {"status": "failed"}))
     assert [r["id"] for r in failed_only["data"]] == [failed[0]["id"]]
+    waiting = api.ok(api.get(f"/v1/exports/{batch['id']}/rows", {"status": "exported"}))
+    assert {r["id"] for r in waiting["data"]} == {r["id"] for r in untouched}
 
     # Re-export: the failed and unanswered rows, never the synced ones.
     again = export(api, "csv", period)
@@ -495,6 +501,61 @@ def test_journal_formats_answer_whole_entries_and_voids_reach_the_erp(
     assert export(api, "hledger", period)["id"] == empty["id"]
     path.write_bytes(file_bytes(api, empty["id"]))
     check_ledger_text(path)
+
+
+def test_concurrent_builds_give_one_batch(api: Api) -> None:
+    """Builds of one account and format take turns: racing requests get the same batch."""
+    invoice = api.open_invoice()
+    pay(api, invoice["id"], "p-1", 100)
+    period = the_period(api)
+    state = api.client.app.state.invoicetrail  # type: ignore[attr-defined]
+    barrier = threading.Barrier(4)
+    found: list[str] = []
+    errors: list[BaseException] = []
+
+    def build() -> None:
+        try:
+            barrier.wait()
+            with write_transaction(state.sessions) as session:
+                ctx = Ctx(
+                    session=session,
+                    account_id=api.account_id,
+                    request_id=f"req_{uuid.uuid4().hex}",
+                    now=datetime.now(UTC),
+                    settings=state.settings,
+                )
+                batch_id = service.create(ctx, "xero", period).id
+                session.commit()
+            found.append(batch_id)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=build) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
+    assert len(found) == 4 and len(set(found)) == 1, found
+    listed = api.ok(api.get("/v1/exports", {"format": "xero"}))["data"]
+    assert [b["id"] for b in listed] == found[:1]
+
+
+def test_an_abandoned_download_stops_reading(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    for _ in range(4):
+        api.open_invoice()
+    period = the_period(api)
+    batch = export(api, "beancount", period)
+    whole = file_bytes(api, batch["id"])
+    monkeypatch.setattr(service, "STREAM_BATCH_ROWS", 1)
+    monkeypatch.setattr(service, "FILE_CHUNK_CHARACTERS", 1)
+    state = api.client.app.state.invoicetrail  # type: ignore[attr-defined]
+    assert b"".join(service.file_chunks(state.sessions, api.account_id, batch["id"])) == whole
+    chunks = service.file_chunks(state.sessions, api.account_id, batch["id"])
+    first = next(chunks)
+    assert whole.startswith(first) and len(first) < len(whole)
+    chunks.close()
+    assert not [t for t in threading.enumerate() if t.name == "export-read-ahead"]
 
 
 def test_bad_requests_name_the_field(api: Api) -> None:
@@ -844,7 +905,7 @@ class History:
 
 
 @settings(
-    max_examples=4,
+    max_examples=6,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

@@ -14,9 +14,12 @@ after a million-line batch the export tables' statistics are stale, the journal'
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import queue
+import threading
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any, cast
@@ -378,15 +381,19 @@ def file_chunks(
         facts = file_facts(batch)
         pending: list[str] = []
         size = 0
-        for piece in spec.write(facts, stream_lines(session, batch)):
-            pending.append(piece)
-            size += len(piece)
-            if size >= FILE_CHUNK_CHARACTERS:
+        lines = stream_lines(session, batch)
+        try:
+            for piece in spec.write(facts, lines):
+                pending.append(piece)
+                size += len(piece)
+                if size >= FILE_CHUNK_CHARACTERS:
+                    yield "".join(pending).encode()
+                    pending.clear()
+                    size = 0
+            if pending:
                 yield "".join(pending).encode()
-                pending.clear()
-                size = 0
-        if pending:
-            yield "".join(pending).encode()
+        finally:
+            lines.close()  # stops the read-ahead before the session goes
 
 
 def file_facts(batch: ExportBatch) -> FileFacts:
@@ -399,7 +406,7 @@ def file_facts(batch: ExportBatch) -> FileFacts:
     )
 
 
-def stream_lines(session: Session, batch: ExportBatch) -> Iterator[ExportLine]:
+def stream_lines(session: Session, batch: ExportBatch) -> Generator[ExportLine]:
     """The batch's lines in entry order: the period's lines that belong to the batch."""
     stmt = (
         select(
@@ -430,10 +437,56 @@ def stream_lines(session: Session, batch: ExportBatch) -> Iterator[ExportLine]:
         connection.execute(text(f"SET LOCAL work_mem = '{STREAM_WORK_MEM}'"))
     letter = FORMAT_LETTERS[batch.format]
     make = ExportLine._make
-    # Core rows through a server-side cursor (PostgreSQL) or the lazy sqlite3 cursor.
-    result = connection.execution_options(yield_per=STREAM_BATCH_ROWS).execute(stmt)
-    for values in result:
-        yield make((f"exr_{values[1][3:]}{letter}", *values))
+    # A server-side cursor on PostgreSQL (the lazy sqlite3 cursor on SQLite), read with one
+    # FETCH of STREAM_BATCH_ROWS at a time, one partition ahead of the formatting.
+    result = connection.execution_options(stream_results=True).execute(stmt)
+    for partition in _read_ahead(result.partitions(STREAM_BATCH_ROWS)):
+        for values in partition:
+            yield make((f"exr_{values[1][3:]}{letter}", *values))
+
+
+_DONE = object()
+
+
+def _read_ahead(partitions: Iterator[Sequence[Any]]) -> Generator[Sequence[Any]]:
+    """Fetches the next partition in a thread while the caller formats this one, so the
+    database's time overlaps ours. At most two partitions wait (memory stays flat); the
+    thread alone touches the connection until it has finished, and it stops when the
+    download is abandoned."""
+    ready: queue.Queue[Any] = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def fetch() -> None:
+        try:
+            for partition in partitions:
+                while not stop.is_set():
+                    try:
+                        ready.put(partition, timeout=0.5)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            ready.put(_DONE)
+        except BaseException as exc:  # handed to the reader, raised there
+            ready.put(exc)
+
+    worker = threading.Thread(target=fetch, name="export-read-ahead", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = ready.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():
+            with contextlib.suppress(queue.Empty):
+                ready.get(timeout=0.1)
+        worker.join()
 
 
 # --- acknowledgements ----------------------------------------------------------------------
