@@ -316,15 +316,15 @@ class SizeRun:
         worst = self.worst
         return (
             f"| {BENCH} | postgresql | {size_label(self.size)} | {worst['seconds']:.1f} s, "
-            f"{self.peak_rss:.0f} MiB peak RSS (slowest: {worst['format']}) | "
+            f"{self.peak_rss:.0f} MiB peak RSS | "
             f"{self.baseline_seconds:.1f} s (COPY TO STDOUT) | {self.ratio:.2f} | {target} | "
             f"{met} |"
         )
 
     def details(self) -> list[str]:
         out = [
-            f"- **postgresql, {size_label(self.size)} lines** "
-            f"(bulk load {self.load_seconds:.1f} s; "
+            f"- **postgresql, {size_label(self.size)} lines** (slowest: "
+            f"`{self.worst['format']}`; bulk load {self.load_seconds:.1f} s; "
             f"baseline COPY {self.baseline_seconds:.2f} s, {self.baseline_lines:,} lines, "
             f"{self.baseline_lines / self.baseline_seconds:,.0f} lines/s):",
         ]
@@ -392,11 +392,12 @@ def write_results(runs: Sequence[SizeRun], path: Path = RESULTS_PATH) -> None:
         "",
         f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} CPUs. Journal lines "
         "bulk-loaded with COPY (3 per entry, one account, one period). Per format, in its own "
-        "process: the service builds the batch in one committed transaction (export rows, "
-        "membership, summary) as `POST /v1/exports` does, then streams the file from a "
-        "server-side cursor as `GET /v1/exports/{id}/file` does. `measured` is the slowest "
-        "format (build + stream) and the highest peak RSS (VmHWM) of any format; baseline: "
-        "`COPY (SELECT the same columns, same joins and order) TO STDOUT`.",
+        "process: the service builds the batch in one committed transaction (membership "
+        "and summary) as `POST /v1/exports` does, then streams the file from a server-side "
+        "cursor as `GET /v1/exports/{id}/file` does. `measured` is the slowest format "
+        "(build + stream) and the highest peak RSS (VmHWM) of any format; baseline: "
+        "`COPY (SELECT the same columns, same joins and order) TO STDOUT`. The machine is "
+        "shared with other work, so figures move by ±30 % between runs.",
         "",
         *[line for run in sorted(runs, key=lambda r: -r.size) for line in run.details()],
         DETAILS_END,

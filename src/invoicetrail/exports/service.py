@@ -18,13 +18,14 @@ import contextlib
 import hashlib
 import queue
 import threading
+import uuid
 from collections import Counter, defaultdict
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import CursorResult, and_, func, insert, literal, select, text
+from sqlalchemy import String, and_, func, insert, literal, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from invoicetrail.core.context import Ctx
@@ -55,9 +56,9 @@ _FORMAT_OF_LETTER = {letter: name for name, letter in FORMAT_LETTERS.items()}
 FILE_CHUNK_CHARACTERS = 64 * 1024
 STREAM_BATCH_ROWS = 5000
 IN_CLAUSE_IDS_MAX = 500
-# PostgreSQL: the file's query sorts every line of the batch (entry order); give that sort
-# room in memory for the length of the download's read transaction only.
-STREAM_WORK_MEM = "64MB"
+# PostgreSQL: building a batch hashes and the file's query sorts every line of it; give
+# them room in memory for the length of that transaction only.
+BULK_WORK_MEM = "64MB"
 _LOCK_NAMESPACE = int.from_bytes(
     hashlib.sha256(b"invoicetrail.exports").digest()[:4], "big", signed=True
 )
@@ -109,23 +110,13 @@ def create(ctx: Ctx, format_name: str, period: str) -> ExportBatch:
     )
     ctx.session.add(batch)
     ctx.session.flush()
-    inserted = ctx.session.execute(
-        insert(ExportBatchRow).from_select(
-            ["batch_seq", "journal_line_seq"],
-            select(literal(batch.seq), JournalLine.seq)
-            .select_from(JournalLine)
-            .join(JournalEntry, _period_lines(ctx.account_id, period))
-            .where(~_synced_in(format_name))
-            .order_by(JournalLine.seq),
-        )
-    )
+    summary = _take_lines(ctx, batch)
     # The membership is the truth: a line posted since the count (another transaction's
-    # commit) is in it, and everything below reads the membership.
-    taken = cast(CursorResult[Any], inserted).rowcount
-    if taken >= 0:
-        batch.row_count = taken
-        batch.exported_count = taken - batch.failed_count
-    _summarise(ctx, batch)
+    # commit) is in it, and the summary was read in the same statement (PostgreSQL) or
+    # under the same write lock (SQLite).
+    batch.row_count = sum(count for *_, count in summary)
+    batch.exported_count = batch.row_count - batch.failed_count
+    _summarise(batch, summary)
     ctx.session.flush()
     events.record(ctx, "export.created", ExportOut.of(batch))
     return batch
@@ -212,24 +203,60 @@ def _in_batch(batch_seq: int) -> Any:
     )
 
 
-def _summarise(ctx: Ctx, batch: ExportBatch) -> None:
-    """Accounts (with the first date each is used) and totals per currency of the batch's
-    lines, read from the journal side (the period's lines that are members)."""
-    first_dates: dict[str, date] = {}
-    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for account, currency, first_date, debit, credit in ctx.session.execute(
+SummaryRow = tuple[str, str, Any, Any, Any, int]
+
+
+def _take_lines(ctx: Ctx, batch: ExportBatch) -> list[SummaryRow]:
+    """Inserts the batch's membership (the period's lines not synced in the format, in
+    line order) and returns (account, currency, first date, debit, credit, lines) of what
+    it took. On PostgreSQL it is one statement, so the membership and its summary come from
+    one snapshot whatever is posted meanwhile; SQLite's write lock gives the same."""
+    taken = (
         select(
-            JournalLine.ledger_account,
-            JournalLine.currency,
-            func.min(JournalEntry.entry_date),
-            func.sum(JournalLine.debit_minor),
-            func.sum(JournalLine.credit_minor),
+            JournalLine.seq.label("seq"),
+            JournalLine.ledger_account.label("account"),
+            JournalLine.currency.label("currency"),
+            JournalEntry.entry_date.label("entry_date"),
+            JournalLine.debit_minor.label("debit"),
+            JournalLine.credit_minor.label("credit"),
         )
         .select_from(JournalLine)
         .join(JournalEntry, _period_lines(ctx.account_id, batch.period))
-        .where(_in_batch(batch.seq))
-        .group_by(JournalLine.ledger_account, JournalLine.currency)
-    ):
+        .where(~_synced_in(batch.format))
+        .cte("taken")
+    )
+    membership = insert(ExportBatchRow).from_select(
+        ["batch_seq", "journal_line_seq"],
+        select(literal(batch.seq), taken.c.seq).order_by(taken.c.seq),
+    )
+    summary = select(
+        taken.c.account,
+        taken.c.currency,
+        func.min(taken.c.entry_date),
+        func.sum(taken.c.debit),
+        func.sum(taken.c.credit),
+        func.count(),
+    ).group_by(taken.c.account, taken.c.currency)
+    if ctx.session.get_bind().dialect.name == "postgresql":
+        _room_for_bulk(ctx.session)
+        statement = summary.add_cte(membership.cte("membership"))
+        return [tuple(row) for row in ctx.session.execute(statement)]
+    ctx.session.execute(membership)
+    return [tuple(row) for row in ctx.session.execute(summary)]
+
+
+def _room_for_bulk(session: Session) -> None:
+    """PostgreSQL, for this transaction only: sorts and hashes of a whole batch in memory,
+    and no JIT compilation (it costs more than it saves on these plain scans)."""
+    session.execute(text(f"SET LOCAL work_mem = '{BULK_WORK_MEM}'"))
+    session.execute(text("SET LOCAL jit = off"))
+
+
+def _summarise(batch: ExportBatch, summary: list[SummaryRow]) -> None:
+    """Accounts (with the first date each is used) and totals per currency."""
+    first_dates: dict[str, date] = {}
+    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for account, currency, first_date, debit, credit, _count in summary:
         day = first_date if isinstance(first_date, date) else date.fromisoformat(str(first_date))
         first_dates[account] = min(first_dates.get(account, day), day)
         totals[currency][0] += int(debit)
@@ -407,9 +434,13 @@ def file_facts(batch: ExportBatch) -> FileFacts:
 
 
 def stream_lines(session: Session, batch: ExportBatch) -> Generator[ExportLine]:
-    """The batch's lines in entry order: the period's lines that belong to the batch."""
+    """The batch's lines in entry order: the period's lines that belong to the batch, in
+    the columns (and order) of `ExportLine`, the row id made by the database."""
     stmt = (
         select(
+            literal("exr_", String())
+            + func.substr(JournalLine.id, 4)
+            + literal(FORMAT_LETTERS[batch.format], String()),
             JournalLine.entry_id,
             JournalLine.id,
             JournalLine.position,
@@ -432,23 +463,34 @@ def stream_lines(session: Session, batch: ExportBatch) -> Generator[ExportLine]:
         .where(_in_batch(batch.seq))
         .order_by(JournalEntry.seq, JournalLine.position)
     )
-    connection = session.connection()
-    if connection.dialect.name == "postgresql":
-        connection.execute(text(f"SET LOCAL work_mem = '{STREAM_WORK_MEM}'"))
-    letter = FORMAT_LETTERS[batch.format]
     make = ExportLine._make
-    # A server-side cursor on PostgreSQL (the lazy sqlite3 cursor on SQLite), read with one
-    # FETCH of STREAM_BATCH_ROWS at a time, one partition ahead of the formatting.
-    result = connection.execution_options(stream_results=True).execute(stmt)
-    for partition in _read_ahead(result.partitions(STREAM_BATCH_ROWS)):
+    for partition in _read_ahead(_partitions(session, stmt)):
         for values in partition:
-            yield make((f"exr_{values[1][3:]}{letter}", *values))
+            yield make(values)
+
+
+def _partitions(session: Session, stmt: Any) -> Generator[Sequence[Any]]:
+    """Lists of STREAM_BATCH_ROWS plain rows. PostgreSQL: a named (server-side) psycopg
+    cursor, one FETCH per list, its tuples as they come (a million rows skip building a
+    million SQLAlchemy rows); SQLite: the lazy sqlite3 cursor through SQLAlchemy."""
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
+        result = connection.execution_options(stream_results=True).execute(stmt)
+        yield from result.partitions(STREAM_BATCH_ROWS)
+        return
+    _room_for_bulk(session)
+    compiled = stmt.compile(dialect=connection.dialect)
+    driver: Any = connection.connection.driver_connection
+    with driver.cursor(name=f"export_{uuid.uuid4().hex}") as cursor:
+        cursor.execute(str(compiled), compiled.params)
+        while rows := cursor.fetchmany(STREAM_BATCH_ROWS):
+            yield rows
 
 
 _DONE = object()
 
 
-def _read_ahead(partitions: Iterator[Sequence[Any]]) -> Generator[Sequence[Any]]:
+def _read_ahead(partitions: Generator[Sequence[Any]]) -> Generator[Sequence[Any]]:
     """Fetches the next partition in a thread while the caller formats this one, so the
     database's time overlaps ours. At most two partitions wait (memory stays flat); the
     thread alone touches the connection until it has finished, and it stops when the
@@ -470,6 +512,8 @@ def _read_ahead(partitions: Iterator[Sequence[Any]]) -> Generator[Sequence[Any]]
             ready.put(_DONE)
         except BaseException as exc:  # handed to the reader, raised there
             ready.put(exc)
+        finally:
+            partitions.close()  # the cursor is closed by the thread that used it
 
     worker = threading.Thread(target=fetch, name="export-read-ahead", daemon=True)
     worker.start()
