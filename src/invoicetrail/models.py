@@ -1,6 +1,6 @@
 """Every table, imported once so Alembic sees the whole schema."""
 
-from invoicetrail.accounts.models import Account, ApiKey, LegalEntity
+from invoicetrail.accounts.models import Account, ApiKey, LaunchGate, LegalEntity, Ownership
 from invoicetrail.core.db import Base
 from invoicetrail.core.idempotency import IdempotencyKey, RequestLog
 from invoicetrail.customers.models import Customer, CustomerCredit
@@ -17,6 +17,7 @@ from invoicetrail.payments.models import (
     ProviderEventKey,
     SimulatedEvent,
 )
+from invoicetrail.reconciliation.models import ReconciliationFinding, ReconciliationRun
 
 __all__ = [
     "Account",
@@ -35,15 +36,19 @@ __all__ = [
     "InvoiceLine",
     "JournalEntry",
     "JournalLine",
+    "LaunchGate",
     "LedgerSettings",
     "LegalEntity",
     "NumberSequence",
+    "Ownership",
     "Payment",
     "Period",
     "ProviderEndpoint",
     "ProviderEndpointSecret",
     "ProviderEvent",
     "ProviderEventKey",
+    "ReconciliationFinding",
+    "ReconciliationRun",
     "RequestLog",
     "SimulatedEvent",
 ]

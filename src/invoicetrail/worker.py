@@ -12,9 +12,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from invoicetrail.core import idempotency
 from invoicetrail.core.clock import Clock, SystemClock
 from invoicetrail.core.config import Settings
-from invoicetrail.core.db import make_engine, make_sessionmaker, write_transaction
+from invoicetrail.core.context import Ctx
+from invoicetrail.core.db import make_engine, make_sessionmaker, read_session, write_transaction
+from invoicetrail.core.ids import new_id
 from invoicetrail.events import service as events
+from invoicetrail.exceptions import service as exceptions
 from invoicetrail.payments import jobs as payments_jobs
+from invoicetrail.reconciliation import service as reconciliation
 
 log = logging.getLogger("invoicetrail.worker")
 
@@ -24,6 +28,8 @@ class PassReport:
     idempotency_keys_pruned: int = 0
     events_pruned: int = 0
     simulated_events_sent: int = 0
+    snoozed_items_woken: int = 0
+    reconciliation_runs: int = 0
 
 
 class Worker:
@@ -42,12 +48,33 @@ class Worker:
         )
         now = self.clock.now()
         with write_transaction(self.sessions) as session:
+            report.snoozed_items_woken = exceptions.wake_snoozed(session, now, self.settings)
+            session.commit()
+        if self.settings.reconcile_daily:
+            report.reconciliation_runs = self._reconcile_daily()
+        with write_transaction(self.sessions) as session:
             report.idempotency_keys_pruned = idempotency.prune_expired(session, now)
             report.events_pruned = events.prune_expired(
                 session, now, self.settings.event_retention_days
             )
             session.commit()
         return report
+
+    def _reconcile_daily(self) -> int:
+        """One run per account per day; each in its own transaction, so one failure is local."""
+        now = self.clock.now()
+        with read_session(self.sessions) as session:
+            due = reconciliation.accounts_due(session, now.date())
+        ran = 0
+        for account_id in due:
+            with write_transaction(self.sessions) as session:
+                if not reconciliation.claim_daily(session, account_id, now.date()):
+                    continue
+                ctx = Ctx(session, account_id, new_id("req"), now, self.settings, actor="worker")
+                reconciliation.run(ctx, now.date(), trigger="schedule")
+                session.commit()
+                ran += 1
+        return ran
 
     def run_forever(self) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -58,3 +58,35 @@ class LegalEntity(Base):
         Index("ix_legal_entities_account_seq", "account_id", "seq"),
         UniqueConstraint("account_id", "number_prefix", name="uq_legal_entities_prefix"),
     )
+
+
+class Ownership(Base):
+    """Who answers for each area of the chain; exception items route to these owners."""
+
+    __tablename__ = "ownership"
+
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
+    # {"invoice_state": owner | None, ..., "disputes": {...}, "compliance_markets": {...}}
+    config: Mapped[dict[str, Any]] = mapped_column(Json)
+    history: Mapped[list[dict[str, Any]]] = mapped_column(Json)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    request_id: Mapped[str | None] = mapped_column(String(40))
+
+
+class LaunchGate(Base):
+    """A named go-live precondition (KYB, tax forms…): recorded here, performed elsewhere."""
+
+    __tablename__ = "launch_gates"
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    name: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    owner: Mapped[str | None] = mapped_column(String(256))
+    evidence_reference: Mapped[str | None] = mapped_column(String(1000))
+    note: Mapped[str | None] = mapped_column(String(5000))
+    history: Mapped[list[dict[str, Any]]] = mapped_column(Json)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    request_id: Mapped[str | None] = mapped_column(String(40))
+
+    __table_args__ = (UniqueConstraint("account_id", "name", name="uq_launch_gates_name"),)

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StrictInt
 
@@ -74,3 +74,57 @@ class ApiKeyOut(BaseModel):
     secret_key: str
     created: str | None
     previous_key_expires_at: str | None
+
+
+OwnerName = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class DisputesOwnershipIn(Body):
+    first_responder: OwnerName | None = None
+    # Which record finance treats as authoritative for the ERP when a dispute is open.
+    authoritative_record: Literal["provider", "invoicetrail", "erp"] | None = None
+
+
+class OwnershipIn(Body):
+    invoice_state: OwnerName | None = None
+    payment_evidence: OwnerName | None = None
+    journal_posting: OwnerName | None = None
+    erp_export: OwnerName | None = None
+    exception_queue: OwnerName | None = None
+    disputes: DisputesOwnershipIn = DisputesOwnershipIn()
+    compliance_markets: Annotated[dict[CountryCode, OwnerName], Field(max_length=300)] = {}
+
+
+class OwnershipOut(BaseModel):
+    object: str = "ownership"
+    invoice_state: str | None
+    payment_evidence: str | None
+    journal_posting: str | None
+    erp_export: str | None
+    exception_queue: str | None
+    disputes: dict[str, str | None]
+    compliance_markets: dict[str, str]
+    markets: list[str]
+    unassigned: list[str]
+    updated: str | None
+    history: list[dict[str, Any]]
+
+
+class LaunchGateUpdate(Body):
+    status: Literal["pending", "passed", "failed", "not_applicable"]
+    owner: OwnerName | None = None
+    evidence_reference: Annotated[str, Field(min_length=1, max_length=1000)] | None = None
+    note: Annotated[str, Field(max_length=5000)] | None = None
+
+
+class LaunchGateOut(BaseModel):
+    object: str = "launch_gate"
+    name: str
+    description: str | None
+    required: bool
+    status: str
+    owner: str | None
+    evidence_reference: str | None
+    note: str | None
+    updated: str | None
+    history: list[dict[str, Any]]

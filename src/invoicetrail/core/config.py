@@ -29,3 +29,16 @@ class Settings(BaseSettings):
     worker_poll_interval_seconds: float = Field(default=1.0, gt=0)
     allow_private_webhook_targets: bool = False
     smtp_url: str | None = None
+
+    # Reconciliation windows: a finding fires only once its window has passed (SPEC ≥ 24 h).
+    ach_window_business_days: int = Field(default=4, ge=1, le=30)
+    # ISO weekdays (1 = Monday) that are business days, and dates that are not (holidays).
+    business_weekdays: str = Field(default="1,2,3,4,5", pattern=r"^[1-7](,[1-7]){0,6}$")
+    business_holidays: str = Field(
+        default="", pattern=r"^(\d{4}-\d{2}-\d{2}(,\d{4}-\d{2}-\d{2})*)?$"
+    )
+    export_sync_window_days: int = Field(default=3, ge=1, le=90)
+    delivery_window_hours: int = Field(default=24, ge=24, le=24 * 90)
+    reconcile_daily: bool = True
+    # Go-live looks at the paid invoices of this many days back.
+    golive_window_days: int = Field(default=90, ge=1, le=3650)

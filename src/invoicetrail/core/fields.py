@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 import pycountry
@@ -69,7 +69,19 @@ def _metadata(value: dict[str, str]) -> dict[str, str]:
     return value
 
 
+def _instant(value: Any) -> Any:
+    if isinstance(value, str) and 20 <= len(value) <= 40 and value[:4].isdigit():
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            parsed = None
+        if parsed is not None and parsed.tzinfo is not None:
+            return parsed.astimezone(UTC)
+    raise ValueError("must be an ISO 8601 instant with a time zone, like 2026-11-25T10:00:00Z")
+
+
 CalendarDate = Annotated[date, BeforeValidator(_calendar_date)]
+Instant = Annotated[datetime, BeforeValidator(_instant)]
 CurrencyCode = Annotated[str, AfterValidator(_currency)]
 CountryCode = Annotated[str, AfterValidator(_country)]
 Name = Annotated[str, Field(min_length=1, max_length=NAME_LENGTH_MAX)]

@@ -29,6 +29,8 @@ class ExceptionItem(Base):
     dedupe_key: Mapped[str] = mapped_column(String(512))
     detail: Mapped[dict[str, Any]] = mapped_column(Json)
     history: Mapped[list[dict[str, Any]]] = mapped_column(Json)
+    # The reconciliation check that owns the item: a run that no longer finds it resolves it.
+    check_name: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
     request_id: Mapped[str | None] = mapped_column(String(40))
@@ -38,4 +40,5 @@ class ExceptionItem(Base):
         Index("ix_exception_items_dedupe", "account_id", "dedupe_key", "status"),
         Index("ix_exception_items_status_kind", "account_id", "status", "kind"),
         Index("ix_exception_items_invoice", "account_id", "invoice_id"),
+        Index("ix_exception_items_check", "account_id", "check_name", "status"),
     )

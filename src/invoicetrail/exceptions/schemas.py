@@ -1,10 +1,11 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from invoicetrail.core.clock import iso_instant
+from invoicetrail.core.fields import Body, Instant
 from invoicetrail.exceptions.models import ExceptionItem
 
 REF_NAMES = ("invoice", "payment", "provider_event", "journal_entry", "export_row")
@@ -40,3 +41,18 @@ class ExceptionItemOut(BaseModel):
             history=item.history,
             created=iso_instant(item.created_at),
         )
+
+
+class ExceptionAssign(Body):
+    owner: Annotated[str, Field(min_length=1, max_length=256)]
+    note: Annotated[str, Field(max_length=5000)] | None = None
+
+
+class ExceptionSnooze(Body):
+    until: Instant
+    note: Annotated[str, Field(max_length=5000)] | None = None
+
+
+class ExceptionResolve(Body):
+    # Required by the service (400 parameter_missing), so a missing note names the param.
+    note: Annotated[str, Field(max_length=5000)] | None = None

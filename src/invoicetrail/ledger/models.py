@@ -54,6 +54,7 @@ class JournalEntry(Base):
         ),
         Index("ix_journal_entries_account_seq", "account_id", "seq"),
         Index("ix_journal_entries_invoice", "account_id", "invoice_id"),
+        Index("ix_journal_entries_payment", "account_id", "payment_id"),
         Index("ix_journal_entries_period", "account_id", "period"),
     )
 

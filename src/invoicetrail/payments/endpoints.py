@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from invoicetrail.accounts import control
 from invoicetrail.core.context import Ctx
 from invoicetrail.core.errors import NotFound, ValidationFailed
 from invoicetrail.core.http import Page
@@ -43,8 +44,20 @@ def _check_secret(provider: str, secret: str, param: str) -> None:
         )
 
 
-def create(ctx: Ctx, provider: str, secret: str | None) -> tuple[ProviderEndpoint, str | None]:
+def create(
+    ctx: Ctx, provider: str, secret: str | None, *, livemode: bool = False
+) -> tuple[ProviderEndpoint, str | None]:
     """Returns the endpoint and, when we generated the secret, that secret (shown once)."""
+    if livemode:
+        if provider == "simulated":
+            raise ValidationFailed(
+                "the simulated provider moves no money; it has no live mode",
+                param="livemode",
+                object_name="provider_endpoint",
+            )
+        control.require_gate(
+            ctx, control.KYB, action="live payment collection", object_name="provider_endpoint"
+        )
     generated = None
     if secret is None:
         secret = generated = generate_secret()
@@ -53,6 +66,7 @@ def create(ctx: Ctx, provider: str, secret: str | None) -> tuple[ProviderEndpoin
         id=new_id("pe"),
         account_id=ctx.account_id,
         provider=provider,
+        livemode=livemode,
         created_at=ctx.now,
         request_id=ctx.request_id,
     )

@@ -65,6 +65,8 @@ class ProviderEndpoint(Base):
     id: Mapped[str] = mapped_column(String(40), unique=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
     provider: Mapped[str] = mapped_column(String(32))
+    # Live collection moves real money: only after the account's KYB gate has passed.
+    livemode: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     request_id: Mapped[str | None] = mapped_column(String(40))
 

@@ -103,7 +103,9 @@ def list_payments(
 )
 def create_provider_endpoint(write: Write) -> Response:
     def command(ctx: Ctx, body: ProviderEndpointCreate) -> ProviderEndpointOut:
-        endpoint, generated = endpoints.create(ctx, body.provider, body.secret)
+        endpoint, generated = endpoints.create(
+            ctx, body.provider, body.secret, livemode=body.livemode
+        )
         return ProviderEndpointOut.of(endpoint, secret=generated)
 
     return write.run(

@@ -83,6 +83,8 @@ class SimulatedPaymentOut(BaseModel):
 class ProviderEndpointCreate(Body):
     provider: Literal["stripe", "standard_webhooks", "simulated"]
     secret: Annotated[str, Field(min_length=1, max_length=512)] | None = None
+    # Test-mode endpoints are always allowed; live collection waits for the KYB gate.
+    livemode: bool = False
 
 
 class ProviderEndpointRotate(Body):
@@ -95,6 +97,7 @@ class ProviderEndpointOut(BaseModel):
     object: str = "provider_endpoint"
     provider: str
     url: str
+    livemode: bool
     created: str | None
     secret: str | None = None
     previous_secret_expires_at: str | None = None
@@ -105,6 +108,7 @@ class ProviderEndpointOut(BaseModel):
             id=endpoint.id,
             provider=endpoint.provider,
             url=f"/v1/providers/{endpoint.provider}/webhooks/{endpoint.id}",
+            livemode=endpoint.livemode,
             created=iso_instant(endpoint.created_at),
             **extra,
         )
