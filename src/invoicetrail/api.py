@@ -43,6 +43,8 @@ from invoicetrail.exports import routes as export_routes
 from invoicetrail.invoices import routes as invoice_routes
 from invoicetrail.ledger import routes as ledger_routes
 from invoicetrail.payments import routes as payment_routes
+from invoicetrail.reconciliation import routes as reconciliation_routes
+from invoicetrail.trace import routes as trace_routes
 
 log = logging.getLogger("invoicetrail.api")
 
@@ -90,6 +92,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         exception_routes.router,
         ledger_routes.router,
         export_routes.router,
+        trace_routes.router,
+        reconciliation_routes.router,
     ):
         app.include_router(router)
 

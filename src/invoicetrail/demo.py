@@ -62,8 +62,11 @@ class _Api:
         self.client = client
         self.headers = {"Authorization": f"Bearer {secret_key}"}
 
-    def post(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        response = self.client.post(
+    def post(
+        self, path: str, body: dict[str, Any] | None = None, *, method: str = "POST"
+    ) -> dict[str, Any]:
+        response = self.client.request(
+            method,
             path,
             json=body,
             headers={**self.headers, "Idempotency-Key": new_id("demo")},
@@ -74,11 +77,45 @@ class _Api:
         return result
 
 
+def _set_up_control(api: _Api) -> None:
+    """What a real account records before go-live: owners, books policy, launch gates."""
+    api.post("/v1/ledger_settings", {"posting_policy": "accrual"})
+    api.post(
+        "/v1/ownership",
+        {
+            "invoice_state": "billing_operations",
+            "payment_evidence": "accounts_receivable",
+            "journal_posting": "general_ledger_accountant",
+            "erp_export": "erp_administrator",
+            "exception_queue": "ar_lead",
+            "disputes": {
+                "first_responder": "payment_operations",
+                "authoritative_record": "provider",
+            },
+            "compliance_markets": {"US": "us_tax_team"},
+        },
+        method="PUT",
+    )
+    gates = api.client.get("/v1/launch_gates", headers=api.headers).json()["data"]
+    for gate in gates:
+        api.post(
+            f"/v1/launch_gates/{gate['name']}",
+            {
+                "status": "passed",
+                "owner": "compliance_officer",
+                "evidence_reference": f"demo-evidence-{gate['name']}",
+                "note": "demo data: recorded as passed so the go-live check can be shown green",
+            },
+            method="PUT",
+        )
+
+
 def load_demo_data(settings: Settings, secret_key: str) -> None:
     app = create_app(settings.model_copy(update={"rate_limit_per_second": 0}))
     today = SystemClock().now().date()
     with TestClient(app, base_url="http://demo.invalid") as client:
         api = _Api(client, secret_key)
+        _set_up_control(api)
         acme = api.post(
             "/v1/customers",
             {

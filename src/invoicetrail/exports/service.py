@@ -371,6 +371,52 @@ def get_row(ctx: Ctx, export_id: str, row_id: str) -> RowView:
     return RowView(batch.format, batch.period, found[0], found[1], found[2])
 
 
+def rows_of_entries(ctx: Ctx, entries: Sequence[JournalEntry]) -> list[tuple[RowView, ExportBatch]]:
+    """Every export row of these entries' lines, in each format a batch took them in
+    (`exported`, or `synced`/`failed` once answered), each with the first batch that took
+    it; a line no batch took is "ready" and has no row yet. Three reads, by key: the
+    entries' periods' batches, their membership of these lines, the ERP's answers."""
+    lines = {line.seq: (entry, line) for entry in entries for line in entry.lines}
+    if not lines:
+        return []
+    batches = {
+        batch.seq: batch
+        for batch in ctx.session.execute(
+            select(ExportBatch).where(
+                ExportBatch.account_id == ctx.account_id,
+                ExportBatch.period.in_(sorted({entry.period for entry in entries})),
+            )
+        ).scalars()
+    }
+    if not batches:
+        return []
+    first: dict[tuple[int, str], ExportBatch] = {}
+    for batch_seq, line_seq in ctx.session.execute(
+        select(ExportBatchRow.batch_seq, ExportBatchRow.journal_line_seq)
+        .where(
+            ExportBatchRow.batch_seq.in_(sorted(batches)),
+            ExportBatchRow.journal_line_seq.in_(sorted(lines)),
+        )
+        .order_by(ExportBatchRow.batch_seq)
+    ):
+        first.setdefault((line_seq, batches[batch_seq].format), batches[batch_seq])
+    answers = {
+        (row.journal_line_seq, row.format): row
+        for row in ctx.session.execute(
+            select(ExportRow).where(
+                ExportRow.account_id == ctx.account_id,
+                ExportRow.journal_line_seq.in_(sorted(lines)),
+            )
+        ).scalars()
+    }
+    found = []
+    for (line_seq, format_name), batch in first.items():
+        entry, line = lines[line_seq]
+        answer = answers.get((line_seq, format_name))
+        found.append((RowView(format_name, entry.period, line, entry.invoice_id, answer), batch))
+    return found
+
+
 def _member_line(ctx: Ctx, batch: ExportBatch, row_id: str) -> JournalLine | None:
     """The journal line of a row of this batch, or None (unknown id, other format, other
     account, or not taken by this batch)."""

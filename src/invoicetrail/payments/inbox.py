@@ -19,6 +19,7 @@ from invoicetrail.core.context import Ctx
 from invoicetrail.core.db import write_transaction
 from invoicetrail.core.errors import ApiError, NotFound
 from invoicetrail.core.http import Page
+from invoicetrail.core.idempotency import log_request
 from invoicetrail.core.ids import new_id
 from invoicetrail.core.listing import list_page
 from invoicetrail.exceptions import service as exceptions
@@ -203,6 +204,7 @@ def _verify_and_apply(
                 next_action=f"A signed {endpoint.provider} event could not be read ({problem}); "
                 "ask the provider what it meant",
             )
+            _log_receipt(session, event, endpoint.account_id)
             session.commit()
             return Received(200, _accepted(event))
         event.provider_event_id = evidence.provider_event_id[:255]
@@ -227,6 +229,8 @@ def _verify_and_apply(
         event.invoice_id = outcome.invoice_id
         event.payment_id = outcome.payment.id if outcome.payment else None
         event.processed_at = now
+        if outcome.outcome != "ignored":
+            _log_receipt(session, event, endpoint.account_id)
         session.commit()
         return Received(200, _accepted(event))
 
@@ -291,8 +295,28 @@ def _record_refusal(
             refs={"provider_event": event.id, "invoice": evidence.invoice_id},
             next_action=f"A signed event could not be applied: {refused.message}",
         )
+        _log_receipt(session, event, event.account_id)
         session.commit()
         return Received(200, _accepted(event))
+
+
+def _log_receipt(session: Session, event: ProviderEvent, account_id: str) -> None:
+    """The request log row of a verified provider request, committed with its effects: no
+    API key means no `Write` logs it, and a trace starts from request ids. A refused request
+    (bad signature, unknown endpoint), a repeat or an ignored type changes nothing, so it is
+    kept as its provider event only."""
+    log_request(
+        session,
+        request_id=event.request_id,
+        account_id=account_id,
+        idempotency_key=None,
+        method="POST",
+        path=f"/v1/providers/{event.provider}/webhooks/{event.endpoint_id}",
+        status_code=200,
+        object_id=event.id,
+        actor=f"provider:{event.provider}",
+        now=event.received_at,
+    )
 
 
 def _accepted(event: ProviderEvent) -> dict[str, Any]:
