@@ -113,44 +113,46 @@ def _books(ctx: Ctx) -> CheckResult:
 def _paid_invoices_trace(ctx: Ctx) -> CheckResult:
     """Each paid invoice: exactly one payment reference and one close-ready receipt row."""
     since = ctx.now - timedelta(days=ctx.settings.golive_window_days)
+    # Grouped once each and hash-joined: no per-invoice subquery, whatever the volume.
     references = (
-        select(func.count(func.distinct(Payment.reference)))
-        .where(
-            Payment.account_id == ctx.account_id,
-            Payment.invoice_id == Invoice.id,
-            Payment.status.in_(MONEY_STATUSES),
+        select(
+            Payment.invoice_id.label("invoice_id"),
+            func.count(func.distinct(Payment.reference)).label("n"),
         )
-        .scalar_subquery()
+        .where(Payment.account_id == ctx.account_id, Payment.status.in_(MONEY_STATUSES))
+        .group_by(Payment.invoice_id)
+        .subquery()
     )
     receipts = (
-        select(func.count())
-        .select_from(JournalEntry)
+        select(JournalEntry.invoice_id.label("invoice_id"), func.count().label("n"))
         .where(
             JournalEntry.account_id == ctx.account_id,
-            JournalEntry.invoice_id == Invoice.id,
             JournalEntry.business_key.like("receipt:%"),
         )
-        .scalar_subquery()
+        .group_by(JournalEntry.invoice_id)
+        .subquery()
     )
-    failed_rows = (
-        select(func.count())
-        .select_from(ExportRow)
-        .join(JournalEntry, JournalEntry.id == ExportRow.journal_entry_id)
+    refused = (
+        select(JournalEntry.invoice_id.label("invoice_id"), func.count().label("n"))
+        .join(ExportRow, ExportRow.journal_entry_id == JournalEntry.id)
         .where(
             JournalEntry.account_id == ctx.account_id,
-            JournalEntry.invoice_id == Invoice.id,
             JournalEntry.business_key.like("receipt:%"),
             ExportRow.status == "failed",
         )
-        .scalar_subquery()
+        .group_by(JournalEntry.invoice_id)
+        .subquery()
     )
     per_invoice = (
         select(
             Invoice.id.label("invoice_id"),
-            references.label("references"),
-            receipts.label("receipts"),
-            failed_rows.label("failed_rows"),
+            func.coalesce(references.c.n, 0).label("references"),
+            func.coalesce(receipts.c.n, 0).label("receipts"),
+            func.coalesce(refused.c.n, 0).label("failed_rows"),
         )
+        .outerjoin(references, references.c.invoice_id == Invoice.id)
+        .outerjoin(receipts, receipts.c.invoice_id == Invoice.id)
+        .outerjoin(refused, refused.c.invoice_id == Invoice.id)
         .where(
             Invoice.account_id == ctx.account_id,
             Invoice.status == "paid",
