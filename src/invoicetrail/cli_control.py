@@ -138,6 +138,7 @@ def golive_check(account: AccountOption = None, as_json: JsonOption = False) -> 
         typer.echo(
             json.dumps(
                 {
+                    "object": "golive_check",
                     "ready": ready,
                     "checks": [{"name": r.name, "ok": r.ok, "detail": r.detail} for r in results],
                 },

@@ -113,6 +113,8 @@ def error_response(error: ApiError, request_id: str) -> Response:
 def param_path(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
+        if part == "[key]":  # pydantic's marker for a bad dict key: the key itself names it
+            continue
         if isinstance(part, int):
             out += f"[{part}]"
         elif out:
@@ -339,6 +341,7 @@ class WriteRequest:
                 request_id=self.request_id,
                 now=now,
                 settings=state.settings,
+                actor=f"api_key:{principal.key_id}",
             )
             result = command(ctx, parsed)
             content = result.model_dump_json().encode()
