@@ -45,6 +45,7 @@ from invoicetrail.ledger import routes as ledger_routes
 from invoicetrail.payments import routes as payment_routes
 from invoicetrail.reconciliation import routes as reconciliation_routes
 from invoicetrail.trace import routes as trace_routes
+from invoicetrail.webhooks import routes as webhook_routes
 
 log = logging.getLogger("invoicetrail.api")
 
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         export_routes.router,
         trace_routes.router,
         reconciliation_routes.router,
+        webhook_routes.router,
     ):
         app.include_router(router)
 

@@ -7,7 +7,14 @@ from invoicetrail.customers.models import Customer, CustomerCredit
 from invoicetrail.events.models import Event
 from invoicetrail.exceptions.models import ExceptionItem
 from invoicetrail.exports.models import ExportBatch, ExportBatchRow, ExportRow
-from invoicetrail.invoices.models import CreditNote, Invoice, InvoiceLine, NumberSequence
+from invoicetrail.invoices.models import (
+    CreditNote,
+    DunningSettings,
+    Invoice,
+    InvoiceEmail,
+    InvoiceLine,
+    NumberSequence,
+)
 from invoicetrail.ledger.models import JournalEntry, JournalLine, LedgerSettings, Period
 from invoicetrail.payments.models import (
     Payment,
@@ -18,6 +25,12 @@ from invoicetrail.payments.models import (
     SimulatedEvent,
 )
 from invoicetrail.reconciliation.models import ReconciliationFinding, ReconciliationRun
+from invoicetrail.webhooks.models import (
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEndpointSecret,
+)
 
 __all__ = [
     "Account",
@@ -26,6 +39,7 @@ __all__ = [
     "CreditNote",
     "Customer",
     "CustomerCredit",
+    "DunningSettings",
     "Event",
     "ExceptionItem",
     "ExportBatch",
@@ -33,6 +47,7 @@ __all__ = [
     "ExportRow",
     "IdempotencyKey",
     "Invoice",
+    "InvoiceEmail",
     "InvoiceLine",
     "JournalEntry",
     "JournalLine",
@@ -51,4 +66,8 @@ __all__ = [
     "ReconciliationRun",
     "RequestLog",
     "SimulatedEvent",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookEndpointSecret",
 ]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
 import threading
 from dataclasses import dataclass
 
@@ -19,6 +21,7 @@ from invoicetrail.events import service as events
 from invoicetrail.exceptions import service as exceptions
 from invoicetrail.payments import jobs as payments_jobs
 from invoicetrail.reconciliation import service as reconciliation
+from invoicetrail.webhooks import delivery as webhook_delivery
 
 log = logging.getLogger("invoicetrail.worker")
 
@@ -30,6 +33,7 @@ class PassReport:
     simulated_events_sent: int = 0
     snoozed_items_woken: int = 0
     reconciliation_runs: int = 0
+    webhook_attempts: int = 0
 
 
 class Worker:
@@ -39,12 +43,16 @@ class Worker:
         self.engine = make_engine(settings)
         self.sessions: sessionmaker[Session] = make_sessionmaker(self.engine)
         self._stop = threading.Event()
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{new_id('wk')[-6:]}"
 
     def run_once(self) -> PassReport:
         """Everything due now, each item as far as it can go; never waits for future work."""
         report = PassReport()
         report.simulated_events_sent = payments_jobs.send_due_simulated_events(
             self.sessions, self.clock, self.settings
+        )
+        report.webhook_attempts = webhook_delivery.deliver_due(
+            self.sessions, self.clock, self.settings, self.worker_id
         )
         now = self.clock.now()
         with write_transaction(self.sessions) as session:
@@ -54,6 +62,7 @@ class Worker:
             report.reconciliation_runs = self._reconcile_daily()
         with write_transaction(self.sessions) as session:
             report.idempotency_keys_pruned = idempotency.prune_expired(session, now)
+            webhook_delivery.prune_expired(session, now, self.settings.event_retention_days)
             report.events_pruned = events.prune_expired(
                 session, now, self.settings.event_retention_days
             )

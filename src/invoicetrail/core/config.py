@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     serve_workers: int = Field(default=1, ge=1, le=64)
     worker_poll_interval_seconds: float = Field(default=1.0, gt=0)
     allow_private_webhook_targets: bool = False
+    # A worker holds an endpoint this long per renewal; another takes over after a crash.
+    webhook_lease_seconds: float = Field(default=60.0, ge=1, le=3600)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
     smtp_url: str | None = None
 
     # Reconciliation windows: a finding fires only once its window has passed (SPEC ≥ 24 h).
@@ -42,3 +45,8 @@ class Settings(BaseSettings):
     reconcile_daily: bool = True
     # Go-live looks at the paid invoices of this many days back.
     golive_window_days: int = Field(default=90, ge=1, le=3650)
+    # DejaVu Sans (Debian fonts-dejavu-core) for Unicode invoice PDFs; without it, Helvetica.
+    pdf_font_dir: str = "/usr/share/fonts/truetype/dejavu"
+    # The From address of invoice e-mails; without a display name the legal entity's name
+    # is shown. Its domain also names the Message-IDs.
+    mail_from: str = Field(default="invoices@invoicetrail.localhost", min_length=3, max_length=320)

@@ -4,6 +4,7 @@ from datetime import date, datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Date,
     ForeignKey,
@@ -155,3 +156,47 @@ class CreditNote(Base):
         ),
         Index("ix_credit_notes_account_seq", "account_id", "seq"),
     )
+
+
+class InvoiceEmail(Base):
+    """One e-mail to send (the invoice on `send`, or a reminder); the worker sends it once."""
+
+    __tablename__ = "invoice_emails"
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(40), unique=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    invoice_id: Mapped[str] = mapped_column(ForeignKey("invoices.id"))
+    # `invoice`, or `reminder:<offset days>`: one e-mail per invoice and purpose.
+    purpose: Mapped[str] = mapped_column(String(32))
+    to_address: Mapped[str | None] = mapped_column(String(320))
+    status: Mapped[str] = mapped_column(String(16))
+    attempt_count: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    message_id: Mapped[str | None] = mapped_column(String(255))
+    error: Mapped[str | None] = mapped_column(Text)
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    request_id: Mapped[str | None] = mapped_column(String(40))
+
+    __table_args__ = (
+        UniqueConstraint("invoice_id", "purpose", name="uq_invoice_emails_purpose"),
+        CheckConstraint(
+            "status IN ('pending', 'sent', 'failed', 'cancelled')", name="ck_invoice_emails_status"
+        ),
+        Index("ix_invoice_emails_due", "status", "next_attempt_at"),
+    )
+
+
+class DunningSettings(Base):
+    """Per-account reminder schedule, in days relative to the due date (-3 = 3 days before)."""
+
+    __tablename__ = "dunning_settings"
+
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    reminder_offsets_days: Mapped[list[int]] = mapped_column(Json)
+    mark_uncollectible_after_days: Mapped[int | None] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    request_id: Mapped[str | None] = mapped_column(String(40))
