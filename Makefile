@@ -27,6 +27,10 @@ $(DEV_STAMP): pyproject.toml | $(BIN)/python
 migrate: $(RUN_STAMP)
 	$(BIN)/python -m invoicetrail migrate
 
+# make run: invoice e-mail goes to a local debugging SMTP sink that writes ./var/mail/ (a
+# Maildir); set INVOICETRAIL_SMTP_URL to use a real server instead.
+SMTP_SINK ?= 127.0.0.1:8025
+run: export INVOICETRAIL_SMTP_URL ?= smtp://$(SMTP_SINK)
 run: $(RUN_STAMP)
 	@mkdir -p var
 	$(BIN)/python -m invoicetrail migrate
@@ -34,9 +38,13 @@ run: $(RUN_STAMP)
 	@$(BIN)/python -m invoicetrail demo --if-empty
 	@echo "API      http://$(HOST):$(PORT)/v1   (OpenAPI: /openapi.json, docs: /docs)"
 	@echo "Health   http://$(HOST):$(PORT)/healthz"
+	@echo "Mail     ./var/mail/new/ (local SMTP sink on $(SMTP_SINK); the worker sends)"
+	$(BIN)/python -m aiosmtpd -n -l $(SMTP_SINK) -c aiosmtpd.handlers.Mailbox var/mail & \
+	sink_pid=$$!; \
 	$(BIN)/python -m invoicetrail worker & worker_pid=$$!; \
+	trap 'kill $$worker_pid $$sink_pid 2>/dev/null' INT TERM; \
 	$(BIN)/python -m invoicetrail serve --host $(HOST) --port $(PORT); \
-	kill $$worker_pid 2>/dev/null; wait
+	kill $$worker_pid $$sink_pid 2>/dev/null; wait
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check src tests bench

@@ -4,6 +4,7 @@ and the real ASGI app in front of them."""
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -81,7 +82,12 @@ def prepare_sqlite_database(directory: Path) -> str:
 
 
 def make_settings(database_url: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {"database_url": database_url, "rate_limit_per_second": 0}
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "rate_limit_per_second": 0,
+        # Without SMTP, sent invoices become .eml files: never in the working tree.
+        "mail_dir": str(Path(tempfile.gettempdir()) / "invoicetrail-test-mail"),
+    }
     values.update(overrides)
     return Settings(**values)
 

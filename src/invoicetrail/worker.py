@@ -8,6 +8,7 @@ import signal
 import socket
 import threading
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -19,11 +20,14 @@ from invoicetrail.core.db import make_engine, make_sessionmaker, read_session, w
 from invoicetrail.core.ids import new_id
 from invoicetrail.events import service as events
 from invoicetrail.exceptions import service as exceptions
+from invoicetrail.invoices import dunning
+from invoicetrail.invoices import email as invoice_email
 from invoicetrail.payments import jobs as payments_jobs
 from invoicetrail.reconciliation import service as reconciliation
 from invoicetrail.webhooks import delivery as webhook_delivery
 
 log = logging.getLogger("invoicetrail.worker")
+DUNNING_SCAN_INTERVAL = timedelta(hours=1)
 
 
 @dataclass
@@ -34,6 +38,8 @@ class PassReport:
     snoozed_items_woken: int = 0
     reconciliation_runs: int = 0
     webhook_attempts: int = 0
+    reminders_queued: int = 0
+    emails_sent: int = 0
 
 
 class Worker:
@@ -43,6 +49,7 @@ class Worker:
         self.engine = make_engine(settings)
         self.sessions: sessionmaker[Session] = make_sessionmaker(self.engine)
         self._stop = threading.Event()
+        self._dunning_due_at: datetime | None = None
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{new_id('wk')[-6:]}"
 
     def run_once(self) -> PassReport:
@@ -54,6 +61,14 @@ class Worker:
         report.webhook_attempts = webhook_delivery.deliver_due(
             self.sessions, self.clock, self.settings, self.worker_id
         )
+        # Reminders go by calendar day, so a scan an hour is enough; queued first, so a
+        # reminder due now also goes out in this pass.
+        if self._dunning_due_at is None or self.clock.now() >= self._dunning_due_at:
+            report.reminders_queued = dunning.queue_due_reminders(
+                self.sessions, self.clock, self.settings
+            )
+            self._dunning_due_at = self.clock.now() + DUNNING_SCAN_INTERVAL
+        report.emails_sent = invoice_email.send_due_emails(self.sessions, self.clock, self.settings)
         now = self.clock.now()
         with write_transaction(self.sessions) as session:
             report.snoozed_items_woken = exceptions.wake_snoozed(session, now, self.settings)

@@ -50,3 +50,5 @@ class Settings(BaseSettings):
     # The From address of invoice e-mails; without a display name the legal entity's name
     # is shown. Its domain also names the Message-IDs.
     mail_from: str = Field(default="invoices@invoicetrail.localhost", min_length=3, max_length=320)
+    # Without INVOICETRAIL_SMTP_URL every message is written here as an .eml file (SPEC).
+    mail_dir: str = "./var/mail"

@@ -54,3 +54,12 @@ def format_major(amount_minor: int, currency: str) -> str:
     if exponent == 0:
         return sign + digits
     return f"{sign}{digits[:-exponent]}.{digits[-exponent:]}"
+
+
+def format_display(amount_minor: int, currency: str) -> str:
+    """`119000, "eur"` → `1,190.00 EUR`: grouped, the currency's exponent (documents, e-mail)."""
+    plain = format_major(amount_minor, currency)
+    sign = "-" if plain.startswith("-") else ""
+    whole, _, fraction = plain.removeprefix("-").partition(".")
+    grouped = f"{int(whole):,}" + (f".{fraction}" if fraction else "")
+    return f"{sign}{grouped} {currency.upper()}"

@@ -1,14 +1,17 @@
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from invoicetrail.core.http import Empty, ListOut, PageParams, Read, Write, json_response
 from invoicetrail.core.openapi import READ_ERRORS, WRITE_ERRORS, json_body
-from invoicetrail.invoices import credit_notes, service
+from invoicetrail.invoices import credit_notes, dunning, pdf, service
+from invoicetrail.invoices import email as invoice_email
 from invoicetrail.invoices.credit_notes import CreditNoteCreate, CreditNoteOut
+from invoicetrail.invoices.dunning import DunningSettingsIn, DunningSettingsOut
+from invoicetrail.invoices.email import InvoiceEmailOut
 from invoicetrail.invoices.schemas import InvoiceCreate, InvoiceOut, InvoiceUpdate
 
 router = APIRouter(prefix="/v1", tags=["invoices"])
@@ -78,6 +81,29 @@ def get_invoice(invoice_id: str, ctx: Read) -> Response:
     return json_response(InvoiceOut.of(service.get(ctx, invoice_id)), ctx.request_id)
 
 
+_PDF_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **READ_ERRORS,
+    200: {
+        "description": "The finalized invoice as a PDF; the same bytes for the same invoice",
+        "content": {"application/pdf": {"schema": {"type": "string", "format": "binary"}}},
+    },
+    409: {**WRITE_ERRORS[409], "description": "A draft has no PDF: finalize it first"},
+}
+
+
+@router.get("/invoices/{invoice_id}/pdf", response_class=Response, responses=_PDF_RESPONSES)
+def get_invoice_pdf(invoice_id: str, ctx: Read) -> Response:
+    filename, content = pdf.render_invoice_pdf(ctx, invoice_id)
+    return Response(
+        content=content,
+        media_type="application/pdf",
+        headers={
+            "Request-Id": ctx.request_id,
+            "Content-Disposition": f'inline; filename="{filename}"',
+        },
+    )
+
+
 @router.get("/invoices", response_model=ListOut[InvoiceOut], responses=READ_ERRORS)
 def list_invoices(
     ctx: Read,
@@ -120,4 +146,37 @@ def list_credit_notes(
     return json_response(
         ListOut[CreditNoteOut](data=[CreditNoteOut.of(n) for n in rows], has_more=has_more),
         ctx.request_id,
+    )
+
+
+@router.get(
+    "/invoices/{invoice_id}/emails",
+    response_model=ListOut[InvoiceEmailOut],
+    responses=READ_ERRORS,
+)
+def list_invoice_emails(invoice_id: str, ctx: Read, page: PageParams) -> Response:
+    rows, has_more = invoice_email.list_for_invoice(ctx, invoice_id, page)
+    return json_response(
+        ListOut[InvoiceEmailOut](data=[InvoiceEmailOut.of(r) for r in rows], has_more=has_more),
+        ctx.request_id,
+    )
+
+
+@router.get("/dunning_settings", response_model=DunningSettingsOut, responses=READ_ERRORS)
+def get_dunning_settings(ctx: Read) -> Response:
+    return json_response(dunning.settings_out(ctx), ctx.request_id)
+
+
+@router.put(
+    "/dunning_settings",
+    response_model=DunningSettingsOut,
+    responses=WRITE_ERRORS,
+    openapi_extra=json_body(DunningSettingsIn),
+)
+def put_dunning_settings(write: Write) -> Response:
+    return write.run(
+        DunningSettingsIn,
+        dunning.put_settings,
+        object_name="dunning_settings",
+        action="set dunning settings",
     )

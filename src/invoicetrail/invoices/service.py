@@ -27,6 +27,7 @@ from invoicetrail.core.money import AMOUNT_ABS_MAX_MINOR, line_amounts
 from invoicetrail.customers import service as customers
 from invoicetrail.customers.service import merge_metadata
 from invoicetrail.events import service as events
+from invoicetrail.invoices import email as invoice_email
 from invoicetrail.invoices import numbering
 from invoicetrail.invoices.models import CreditNote, Invoice, InvoiceLine
 from invoicetrail.invoices.schemas import InvoiceCreate, InvoiceOut, InvoiceUpdate, LineIn
@@ -253,9 +254,9 @@ def facts(invoice: Invoice) -> rules.InvoiceFacts:
 def send(ctx: Ctx, invoice_id: str) -> Invoice:
     invoice = get_for_update(ctx, invoice_id)
     require_action(invoice, "send")
-    # With the default file transport the message is accepted at once (SPEC: E-mail).
-    if invoice.delivered_at is None:
-        invoice.delivered_at = ctx.now
+    # SMTP: the worker mails it and sets delivered_at once the server accepts it. No SMTP:
+    # the message is written to the mail directory at once (SPEC "E-mail").
+    invoice_email.queue_invoice_email(ctx, invoice)
     ctx.session.flush()
     events.record(ctx, "invoice.sent", InvoiceOut.of(invoice))
     return invoice
