@@ -1,6 +1,7 @@
 """The delivery worker: fan events out to subscribers, then send them signed, in order.
 
-Fan-out claims events not yet fanned out (`FOR UPDATE SKIP LOCKED` on PostgreSQL), so a crash
+Fan-out claims events not yet fanned out (`FOR UPDATE SKIP LOCKED` on PostgreSQL, one fan-out
+at a time under an advisory lock so that order survives several workers), so a crash
 between a commit and its dispatch loses nothing: the event is still there for the next pass.
 Sending takes a lease on an endpoint, so one worker at a time sends its first attempts in
 event order; a failed delivery waits for its retry without holding back later events.
@@ -17,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import delete, exists, insert, or_, select, update
+from sqlalchemy import delete, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from invoicetrail.core.clock import Clock
@@ -58,6 +59,7 @@ JITTER = 0.10
 SNIPPET_CHARS = 500
 FAN_OUT_BATCH = 500
 DELIVERY_BATCH = 100
+FAN_OUT_LOCK_KEY = 0x0E7E_F0_0D  # pg_try_advisory_xact_lock key of the fan-out
 
 
 def next_attempt_after(
@@ -74,9 +76,23 @@ def next_attempt_after(
 
 
 def fan_out(sessions: sessionmaker[Session], clock: Clock) -> int:
-    """Queues each new event for every enabled endpoint that subscribes to it."""
+    """Queues each new event for every endpoint that subscribes to it.
+
+    Disabled endpoints are queued too (they are not claimed until enabled): whether an event
+    reaches an endpoint must not depend on when the worker happened to fan it out.
+    """
     now = clock.now()
     with write_transaction(sessions) as session:
+        # One fan-out at a time (SQLite: the write lock). With two at once, one would skip
+        # the events the other has locked, queue later ones and have them sent before the
+        # earlier ones are committed: per-endpoint order would be lost.
+        if (
+            session.get_bind().dialect.name == "postgresql"
+            and not session.execute(
+                select(func.pg_try_advisory_xact_lock(FAN_OUT_LOCK_KEY))
+            ).scalar_one()
+        ):
+            return 0  # another worker is fanning out; what it commits is sent in order
         rows = session.execute(
             select(Event.seq, Event.id, Event.account_id, Event.type, Event.created_at)
             .where(Event.fanned_out_at.is_(None))
@@ -90,7 +106,6 @@ def fan_out(sessions: sessionmaker[Session], clock: Clock) -> int:
         for endpoint in session.execute(
             select(WebhookEndpoint).where(
                 WebhookEndpoint.account_id.in_({r.account_id for r in rows}),
-                WebhookEndpoint.status == "enabled",
             )
         ).scalars():
             endpoints[endpoint.account_id].append(endpoint)
@@ -339,6 +354,25 @@ def _record(
         return still_ours
 
 
+def _renew(
+    sessions: sessionmaker[Session],
+    now: datetime,
+    endpoint_id: str,
+    worker_id: str,
+    lease: timedelta,
+) -> bool:
+    """Extends this worker's lease; False if another worker took the endpoint over (a claim
+    can expire while the endpoints before it in the same pass are being sent)."""
+    with write_transaction(sessions) as session:
+        result = session.execute(
+            update(WebhookEndpoint)
+            .where(WebhookEndpoint.id == endpoint_id, WebhookEndpoint.lease_owner == worker_id)
+            .values(lease_until=now + lease)
+        )
+        session.commit()
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
 def _release(sessions: sessionmaker[Session], endpoint_id: str, worker_id: str) -> None:
     with write_transaction(sessions) as session:
         session.execute(
@@ -370,6 +404,9 @@ def deliver_due(
     try:
         for endpoint_id in claim_endpoints(sessions, clock, worker_id, lease):
             try:
+                if not _renew(sessions, clock.now(), endpoint_id, worker_id, lease):
+                    log.warning("lost the lease on %s; another worker continues", endpoint_id)
+                    continue
                 url, secrets, due = _load(sessions, endpoint_id, clock.now())
                 for item in due:
                     headers = _signature_headers(secrets, item.event_id, item.body)
