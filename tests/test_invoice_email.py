@@ -302,6 +302,9 @@ def test_refused_recipient_fails_once_with_an_exception_item(mail: Mail) -> None
     mail.send_due()
     assert len(mail.sink.to(address)) == 1
     assert mail.get(invoice)["delivered_at"] is not None
+    fixed = mail.api.ok(mail.api.get(f"/v1/exception_items/{item['id']}"))
+    assert fixed["status"] == "resolved"
+    assert fixed["history"][-1]["action"] == "resolved"
 
 
 def test_server_down_is_retried_by_the_schedule_then_succeeds(mail_factory: Any) -> None:

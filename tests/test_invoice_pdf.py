@@ -162,6 +162,22 @@ def test_same_invoice_same_bytes_whatever_happens_elsewhere(api: Api) -> None:
     assert b"xpacket" not in first  # no XMP packet, which would carry the current time
 
 
+def test_parties_are_those_at_finalize(api: Api) -> None:
+    """An issued invoice keeps its parties: later edits of the customer change no byte."""
+    invoice = api.open_invoice()
+    first = pdf_of(api, invoice["id"]).content
+    renamed = api.patch(
+        f"/v1/customers/{invoice['customer']}",
+        {"name": "Renamed Buyer Ltd", "address": {"country": "FR", "city": "Lyon"}},
+    )
+    assert renamed.status_code == 200, renamed.text
+    assert pdf_of(api, invoice["id"]).content == first
+    assert "Renamed Buyer" not in text_of(first)
+    # A new invoice for the same customer shows the new name.
+    later = api.open_invoice(customer_id=invoice["customer"])
+    assert "Renamed Buyer Ltd" in flat(text_of(pdf_of(api, later["id"]).content))
+
+
 def test_render_function_ignores_the_time_of_rendering(api: Api) -> None:
     """What the e-mail sender calls: (filename, bytes), the same at any `now`."""
     invoice = api.open_invoice()

@@ -173,9 +173,11 @@ def raise_item(
     return item
 
 
-def resolve_matching(ctx: Ctx, *, refs: dict[str, str], note: str) -> int:
-    """Resolves every open item whose refs include these: the cause was fixed."""
+def resolve_matching(ctx: Ctx, *, refs: dict[str, str], note: str, kind: str | None = None) -> int:
+    """Resolves every open item (of `kind`, if given) whose refs include these: fixed."""
     filters = [ExceptionItem.account_id == ctx.account_id, ExceptionItem.status.in_(ACTIVE)]
+    if kind is not None:
+        filters.append(ExceptionItem.kind == kind)
     # The indexed column narrows the scan; the refs document decides.
     if "invoice" in refs:
         filters.append(ExceptionItem.invoice_id == refs["invoice"])

@@ -542,6 +542,13 @@ def _record_sent(ctx: Ctx, invoice: Invoice, row: InvoiceEmail, message_id: str 
             invoice.delivered_at = ctx.now
             ctx.session.flush()
             events.record(ctx, "invoice.updated", InvoiceOut.of(invoice))
+        # A resend that went through fixes an earlier failure of this invoice's e-mail.
+        exceptions.resolve_matching(
+            ctx,
+            refs={"invoice": invoice.id},
+            kind=DELIVERY_FAILED_KIND,
+            note=f"e-mailed to {row.to_address} ({message_id})",
+        )
     else:
         ctx.session.flush()
         events.record(ctx, "invoice.reminder_sent", InvoiceOut.of(invoice))

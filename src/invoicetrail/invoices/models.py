@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -45,6 +46,8 @@ class Invoice(Base):
     # The part of credit notes that reduced what the customer owes on this invoice.
     amount_credited_minor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     bank_transfer_reference: Mapped[str | None] = mapped_column(String(32))
+    # Seller and buyer as they were at finalize: an issued invoice never changes its parties.
+    parties: Mapped[dict[str, Any] | None] = mapped_column(Json)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     finalized_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

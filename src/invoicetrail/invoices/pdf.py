@@ -8,6 +8,7 @@ nothing depends on the time of the request. Amounts use the currency's ISO 4217 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from functools import lru_cache
@@ -19,12 +20,10 @@ from fpdf import FPDF, TextStyle
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from invoicetrail.accounts import service as accounts
-from invoicetrail.accounts.models import LegalEntity
 from invoicetrail.core.context import Ctx
 from invoicetrail.core.errors import InvalidTransition
 from invoicetrail.core.money import format_display
 from invoicetrail.customers import service as customers
-from invoicetrail.customers.models import Customer
 from invoicetrail.invoices import service
 from invoicetrail.invoices.models import Invoice, InvoiceLine
 
@@ -57,8 +56,7 @@ def render_invoice_pdf(ctx: Ctx, invoice_id: str) -> tuple[str, bytes]:
             "pdf",
             "a finalized invoice (a draft has no number; finalize it first)",
         )
-    entity = accounts.get_legal_entity(ctx, invoice.legal_entity_id)
-    customer = customers.get(ctx, invoice.customer_id)
+    entity, customer = _parties(ctx, invoice)
     html = _environment().get_template(TEMPLATE_NAME).render(_view(invoice, entity, customer))
     pdf_bytes = _draw(
         html,
@@ -69,6 +67,43 @@ def render_invoice_pdf(ctx: Ctx, invoice_id: str) -> tuple[str, bytes]:
         footer=f"{entity.name} · Invoice {invoice.number}",
     )
     return f"{invoice.number}.pdf", pdf_bytes
+
+
+@dataclass(frozen=True)
+class Seller:
+    name: str
+    address: dict[str, Any] | None
+    tax_ids: list[dict[str, str]]
+    registration_id: str | None
+    bank_account: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class Buyer:
+    id: str
+    name: str | None
+    email: str | None
+    address: dict[str, Any] | None
+    tax_ids: list[dict[str, str]]
+
+
+def _parties(ctx: Ctx, invoice: Invoice) -> tuple[Seller, Buyer]:
+    """The parties as at finalize (stored on the invoice); live records only for invoices
+    finalized before that snapshot existed."""
+    if invoice.parties:
+        return Seller(**invoice.parties["seller"]), Buyer(**invoice.parties["buyer"])
+    entity = accounts.get_legal_entity(ctx, invoice.legal_entity_id)
+    customer = customers.get(ctx, invoice.customer_id)
+    return (
+        Seller(
+            entity.name,
+            entity.address,
+            entity.tax_ids,
+            entity.registration_id,
+            entity.bank_account,
+        ),
+        Buyer(customer.id, customer.name, customer.email, customer.address, customer.tax_ids),
+    )
 
 
 @lru_cache(maxsize=1)
@@ -84,7 +119,7 @@ def _environment() -> Environment:
 # --- what the template shows: every value already formatted -------------------------------
 
 
-def _view(invoice: Invoice, entity: LegalEntity, customer: Customer) -> dict[str, Any]:
+def _view(invoice: Invoice, entity: Seller, customer: Buyer) -> dict[str, Any]:
     assert invoice.number is not None and invoice.finalized_at is not None
     currency = invoice.currency
 
@@ -190,7 +225,7 @@ def _tax_breakdown(lines: Iterable[InvoiceLine], currency: str) -> list[dict[str
     ]
 
 
-def _payment(invoice: Invoice, entity: LegalEntity, remaining: str, due_date: str) -> list[str]:
+def _payment(invoice: Invoice, entity: Seller, remaining: str, due_date: str) -> list[str]:
     texts: list[str] = []
     if invoice.status == "void":
         texts.append("This invoice is void: nothing is to be paid.")

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from invoicetrail.accounts import service as accounts
+from invoicetrail.accounts.models import LegalEntity
 from invoicetrail.core.context import Ctx
 from invoicetrail.core.errors import (
     Conflict,
@@ -220,6 +222,7 @@ def finalize(ctx: Ctx, invoice_id: str) -> Invoice:
     invoice.bank_transfer_reference = reference
     invoice.amount_paid_minor = 0
     invoice.finalized_at = ctx.now
+    invoice.parties = _parties_snapshot(ctx, entity, invoice.customer_id)
     ctx.session.flush()
     ledger.post(
         ctx,
@@ -236,6 +239,26 @@ def finalize(ctx: Ctx, invoice_id: str) -> Invoice:
     )
     events.record(ctx, "invoice.finalized", InvoiceOut.of(invoice))
     return invoice
+
+
+def _parties_snapshot(ctx: Ctx, entity: LegalEntity, customer_id: str) -> dict[str, Any]:
+    customer = customers.get(ctx, customer_id)
+    return {
+        "seller": {
+            "name": entity.name,
+            "address": entity.address,
+            "tax_ids": entity.tax_ids,
+            "registration_id": entity.registration_id,
+            "bank_account": entity.bank_account,
+        },
+        "buyer": {
+            "id": customer.id,
+            "name": customer.name,
+            "email": customer.email,
+            "address": customer.address,
+            "tax_ids": customer.tax_ids,
+        },
+    }
 
 
 def facts(invoice: Invoice) -> rules.InvoiceFacts:
