@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from invoicetrail.accounts import routes as account_routes
 from invoicetrail.accounts import service as accounts
+from invoicetrail.console import routes as console_routes
 from invoicetrail.core.clock import Clock, SystemClock
 from invoicetrail.core.config import Settings
 from invoicetrail.core.db import make_engine, make_sessionmaker, read_session
@@ -96,8 +97,10 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         trace_routes.router,
         reconciliation_routes.router,
         webhook_routes.router,
+        console_routes.router,
     ):
         app.include_router(router)
+    app.mount("/console/static", console_routes.static_files, name="console-static")
 
     @app.get("/healthz", include_in_schema=True, tags=["health"])
     def healthz() -> dict[str, str]:

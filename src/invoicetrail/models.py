@@ -1,6 +1,7 @@
 """Every table, imported once so Alembic sees the whole schema."""
 
 from invoicetrail.accounts.models import Account, ApiKey, LaunchGate, LegalEntity, Ownership
+from invoicetrail.console.models import ConsoleSession
 from invoicetrail.core.db import Base
 from invoicetrail.core.idempotency import IdempotencyKey, RequestLog
 from invoicetrail.customers.models import Customer, CustomerCredit
@@ -36,6 +37,7 @@ __all__ = [
     "Account",
     "ApiKey",
     "Base",
+    "ConsoleSession",
     "CreditNote",
     "Customer",
     "CustomerCredit",

@@ -138,6 +138,14 @@ def authenticate(session: Session, authorization: str | None, now: datetime) -> 
     return Principal(account_id=key.account_id, key_id=key.id)
 
 
+def active_key(session: Session, key_id: str, now: datetime) -> ApiKey | None:
+    """The key if it still works (not expired): console sessions end with their key."""
+    key = session.execute(select(ApiKey).where(ApiKey.id == key_id)).scalar_one_or_none()
+    if key is None or (key.expires_at is not None and key.expires_at <= now):
+        return None
+    return key
+
+
 @dataclass(frozen=True)
 class RotatedKey:
     issued: IssuedKey
