@@ -10,6 +10,14 @@ from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
 from invoicetrail.console import service
+from invoicetrail.console.pages import (
+    exceptions,
+    exports,
+    invoices,
+    overview,
+    payments,
+    reconciliation,
+)
 from invoicetrail.console.web import (
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
@@ -26,6 +34,8 @@ from invoicetrail.core.errors import ApiError
 from invoicetrail.core.http import app_state
 
 router = APIRouter(prefix="/console", include_in_schema=False)
+for _area in (exceptions, invoices, payments, reconciliation, exports):
+    router.include_router(_area.router)
 STATIC_DIR = Path(__file__).parent / "static"
 static_files = StaticFiles(directory=STATIC_DIR)
 
@@ -110,6 +120,4 @@ async def logout(request: Request) -> Response:
 
 @router.get("")
 def overview(request: Request) -> Response:
-    from invoicetrail.console.pages import overview as overview_page
-
-    return page(request, overview_page.build)
+    return page(request, overview.build)
