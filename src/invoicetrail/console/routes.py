@@ -119,5 +119,5 @@ async def logout(request: Request) -> Response:
 
 
 @router.get("")
-def overview(request: Request) -> Response:
+def overview_page(request: Request) -> Response:
     return page(request, overview.build)
