@@ -137,6 +137,8 @@ def signed_in(request: Request) -> Iterator[Page | None]:
         if row is None:
             yield None
             return
+        # Detached, so `action` can still read it once the read session has ended.
+        db.expunge(row)
         ctx = Ctx(db, row.account_id, request_id_of(request), now, state.settings, actor="console")
         yield Page(request, state, row, ctx)
 
