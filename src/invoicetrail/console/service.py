@@ -23,7 +23,9 @@ def _sha256(token: str) -> str:
 
 def tokens_match(presented: str | None, expected: str) -> bool:
     """Constant-time: a CSRF token is a secret the page holds."""
-    return presented is not None and hmac.compare_digest(presented.encode(), expected.encode())
+    if not presented or not expected:
+        return False  # an absent token never matches an absent cookie
+    return hmac.compare_digest(presented.encode(), expected.encode())
 
 
 def sign_in(session: Session, principal: Principal, now: datetime) -> str:

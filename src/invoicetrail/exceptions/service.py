@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import ColumnElement, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from invoicetrail.accounts import control
@@ -420,3 +420,27 @@ def list_items(
     elif overdue is False:
         filters.append(or_(ExceptionItem.status != OPEN, ExceptionItem.due_at >= ctx.now))
     return list_page(ctx, ExceptionItem, page, *filters, object_name="exception_item")
+
+
+def open_by_owner(ctx: Ctx) -> list[tuple[str, int, int]]:
+    """(owner, open items, of which past due) — the overview's one GROUP BY."""
+    overdue = case((ExceptionItem.due_at < ctx.now, 1), else_=0)
+    rows = ctx.session.execute(
+        select(ExceptionItem.owner, func.count(), func.coalesce(func.sum(overdue), 0))
+        .where(ExceptionItem.account_id == ctx.account_id, ExceptionItem.status == OPEN)
+        .group_by(ExceptionItem.owner)
+        .order_by(ExceptionItem.owner)
+    ).all()
+    return [(owner, int(count), int(late)) for owner, count, late in rows]
+
+
+def kinds_and_owners(ctx: Ctx) -> tuple[list[str], list[str]]:
+    """The distinct kinds and owners of the account's items (the queue's filter choices)."""
+    account = ExceptionItem.account_id == ctx.account_id
+    kinds = ctx.session.execute(
+        select(ExceptionItem.kind).where(account).distinct().order_by(ExceptionItem.kind)
+    ).scalars()
+    owners = ctx.session.execute(
+        select(ExceptionItem.owner).where(account).distinct().order_by(ExceptionItem.owner)
+    ).scalars()
+    return list(kinds), list(owners)

@@ -6,10 +6,12 @@ The only writer of invoices, lines and number sequences.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import selectinload
 
 from invoicetrail.accounts import service as accounts
@@ -443,3 +445,47 @@ def list_invoices(
     return list_page(
         ctx, Invoice, page, *filters, object_name="invoice", options=[selectinload(Invoice.lines)]
     )
+
+
+@dataclass(frozen=True)
+class OpenAmounts:
+    """What customers owe in one currency: open invoices, and those past their due date."""
+
+    currency: str
+    open_count: int
+    open_minor: int
+    overdue_count: int
+    overdue_minor: int
+
+
+def counts_by_status(ctx: Ctx) -> list[tuple[str, str, int]]:
+    """(status, currency, invoices) for the account: one GROUP BY, whatever the volume."""
+    rows = ctx.session.execute(
+        select(Invoice.status, Invoice.currency, func.count())
+        .where(Invoice.account_id == ctx.account_id)
+        .group_by(Invoice.status, Invoice.currency)
+        .order_by(Invoice.status, Invoice.currency)
+    ).all()
+    return [(status, currency, int(count)) for status, currency, count in rows]
+
+
+def open_amounts(ctx: Ctx, today: date) -> list[OpenAmounts]:
+    """Per currency, the amount remaining on open invoices; overdue = due before `today`."""
+    remaining = Invoice.total_minor - Invoice.amount_paid_minor - Invoice.amount_credited_minor
+    overdue = Invoice.due_date < today
+    rows = ctx.session.execute(
+        select(
+            Invoice.currency,
+            func.count(),
+            func.coalesce(func.sum(remaining), 0),
+            func.coalesce(func.sum(case((overdue, 1), else_=0)), 0),
+            func.coalesce(func.sum(case((overdue, remaining), else_=0)), 0),
+        )
+        .where(Invoice.account_id == ctx.account_id, Invoice.status == OPEN)
+        .group_by(Invoice.currency)
+        .order_by(Invoice.currency)
+    ).all()
+    return [
+        OpenAmounts(currency, int(n), int(amount), int(late_n), int(late_amount))
+        for currency, n, amount, late_n, late_amount in rows
+    ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 
 from invoicetrail.core.context import Ctx
 from invoicetrail.core.errors import (
@@ -567,3 +567,18 @@ def list_payments(
             Payment.invoice_id.is_(None) if unapplied else Payment.invoice_id.isnot(None)
         )
     return list_page(ctx, Payment, page, *filters, object_name="payment")
+
+
+def processing_totals(ctx: Ctx, *, method: str) -> list[tuple[str, int, int]]:
+    """(currency, payments, amount) still processing by `method` (ACH debits take days)."""
+    rows = ctx.session.execute(
+        select(Payment.currency, func.count(), func.coalesce(func.sum(Payment.amount_minor), 0))
+        .where(
+            Payment.account_id == ctx.account_id,
+            Payment.status == PaymentStatus.PROCESSING.value,
+            Payment.method == method,
+        )
+        .group_by(Payment.currency)
+        .order_by(Payment.currency)
+    ).all()
+    return [(currency, int(count), int(amount)) for currency, count, amount in rows]
