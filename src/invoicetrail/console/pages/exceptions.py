@@ -7,17 +7,13 @@ key as actor and the request id, and a resubmitted form is a replay, never a sec
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from sqlalchemy import inspect
 
-from invoicetrail.console.models import ConsoleSession
 from invoicetrail.console.web import (
     Page,
     WriteOutcome,
@@ -25,11 +21,9 @@ from invoicetrail.console.web import (
     api_write,
     page,
     redirect,
-    to_login,
 )
 from invoicetrail.core.clock import iso_instant
 from invoicetrail.core.context import Ctx
-from invoicetrail.core.db import read_session
 from invoicetrail.core.errors import NotFound, ValidationFailed
 from invoicetrail.core.http import Page as ListPage
 from invoicetrail.exceptions import service
@@ -218,26 +212,6 @@ def _after_write(
     return _refused(current, item_id, form_name, form, outcome.message, outcome.status_code)
 
 
-async def _action(request: Request, do: Callable[[Page, dict[str, str]], Response]) -> Response:
-    """`web.action`, with the session row reloaded for `do`.
-
-    Workaround: `web.action` calls `do` after the read session ended, and that session's
-    rollback expired the `ConsoleSession` row, so `api_write` cannot read its `api_key_id`
-    (DetachedInstanceError). Delete this once `web.signed_in` expunges the row.
-    """
-
-    def reloaded(current: Page, form: dict[str, str]) -> Response:
-        identity = inspect(current.session).identity
-        with read_session(current.state.sessions) as db:
-            row = db.get(ConsoleSession, identity) if identity else None
-            if row is None:  # signed out meanwhile
-                return to_login(request)
-            db.expunge(row)  # keeps its loaded values past the rollback
-        return do(replace(current, session=row), form)
-
-    return await action(request, reloaded)
-
-
 def _optional(form: dict[str, str], name: str) -> str | None:
     value = form.get(name, "").strip()
     return value or None
@@ -265,7 +239,7 @@ async def assign(request: Request, item_id: str) -> Response:
         )
         return _after_write(current, item_id, "assign", form, outcome, f"Assigned to {owner}.")
 
-    return await _action(request, do)
+    return await action(request, do)
 
 
 def _snooze_until(form: dict[str, str]) -> tuple[str | None, str | None]:
@@ -309,7 +283,7 @@ async def snooze(request: Request, item_id: str) -> Response:
         )
         return _after_write(current, item_id, "snooze", form, outcome, f"Snoozed until {until}.")
 
-    return await _action(request, do)
+    return await action(request, do)
 
 
 @router.post("/exceptions/{item_id}/resolve")
@@ -332,4 +306,4 @@ async def resolve(request: Request, item_id: str) -> Response:
         )
         return _after_write(current, item_id, "resolve", form, outcome, "Resolved.")
 
-    return await _action(request, do)
+    return await action(request, do)

@@ -6,19 +6,16 @@ trace show it like any API call."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from sqlalchemy import inspect
 
-from invoicetrail.console.models import ConsoleSession
 from invoicetrail.console.pages.invoices import PAGE_SIZE, page_url, query_value
-from invoicetrail.console.web import Page, action, api_write, page, redirect, to_login
+from invoicetrail.console.web import Page, action, api_write, page, redirect
 from invoicetrail.core.clock import iso_instant
 from invoicetrail.core.context import Ctx
-from invoicetrail.core.db import read_session
 from invoicetrail.core.errors import ValidationFailed
 from invoicetrail.core.http import LIST_LIMIT_MAX
 from invoicetrail.core.http import Page as ListPage
@@ -177,31 +174,11 @@ def payments_page(request: Request) -> Response:
     return page(request, _list)
 
 
-def _session_loaded(current: Page) -> Page | None:
-    """`current` with its session row loaded, for `api_write` (which reads its key id).
-
-    Workaround: `web.action` runs `do` after the read session ended, whose rollback expired
-    the row (DetachedInstanceError). A no-op once `web.signed_in` hands the row out loaded;
-    None when the session is gone meanwhile."""
-    row = inspect(current.session)
-    if "api_key_id" not in row.unloaded:
-        return current
-    with read_session(current.state.sessions) as db:
-        fresh = db.get(ConsoleSession, row.identity) if row.identity else None
-        if fresh is None:
-            return None
-        db.expunge(fresh)
-    return replace(current, session=fresh)
-
-
 @router.post("/payments/{payment_id}/apply")
 async def apply_payment(request: Request, payment_id: str) -> Response:
     """`POST /v1/payments/{id}/apply {"invoice"}`, keyed by the form's idempotency key."""
 
-    def do(signed_in: Page, form: dict[str, str]) -> Response:
-        current = _session_loaded(signed_in)
-        if current is None:
-            return to_login(request)
+    def do(current: Page, form: dict[str, str]) -> Response:
         outcome = api_write(
             current,
             form,

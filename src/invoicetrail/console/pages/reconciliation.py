@@ -6,16 +6,11 @@ form's idempotency key), so a resubmitted form shows the same run, never a secon
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from sqlalchemy import inspect
 
-from invoicetrail.console.models import ConsoleSession
-from invoicetrail.console.web import Page, action, api_write, page, redirect, to_login
+from invoicetrail.console.web import Page, action, api_write, page, redirect
 from invoicetrail.core.context import Ctx
-from invoicetrail.core.db import read_session
 from invoicetrail.core.errors import NotFound
 from invoicetrail.core.http import Page as ListPage
 from invoicetrail.reconciliation import service
@@ -33,24 +28,6 @@ FINDINGS_PER_PAGE = 100
 # While a run is still working its page reloads itself (seconds).
 REFRESH_SECONDS = 2
 UNFINISHED = ("pending", "running")
-
-
-def still_signed_in(current: Page) -> Page | None:
-    """`current` with its session row loaded, for `api_write` (which reads its key id).
-
-    `web.action` calls `do` after the page's read session ended, and that session's rollback
-    expired the row: read it again (and detach it loaded). A no-op once the row comes
-    loaded; None when the session is gone meanwhile.
-    """
-    row = inspect(current.session)
-    if "api_key_id" not in row.unloaded:
-        return current
-    with read_session(current.state.sessions) as db:
-        fresh = db.get(ConsoleSession, row.identity)
-        if fresh is None:
-            return None
-        db.expunge(fresh)
-    return replace(current, session=fresh)
 
 
 def _run_command(ctx: Ctx, body: ReconciliationRunCreate) -> ReconciliationRunOut:
@@ -95,10 +72,7 @@ def runs(request: Request) -> Response:
 
 @router.post("/reconciliation")
 async def start_run(request: Request) -> Response:
-    def do(signed: Page, form: dict[str, str]) -> Response:
-        current = still_signed_in(signed)
-        if current is None:
-            return to_login(request)
+    def do(current: Page, form: dict[str, str]) -> Response:
         as_of = form.get("as_of", "").strip()
         outcome = api_write(
             current,
