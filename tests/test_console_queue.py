@@ -254,7 +254,9 @@ def test_the_item_page_shows_refs_history_and_the_forms(console: TestClient, api
     item = raise_item(api, "unmatched_transfer", invoice=invoice["id"])
     html = console.get(f"/console/exceptions/{item['id']}").text
     assert f'<a href="/console/invoices/{invoice["id"]}" data-ref="invoice">' in html
-    assert f'data-ref="payment">{item["refs"]["payment"]}<' in html
+    payment = item["refs"]["payment"]
+    assert f'data-ref="payment"><code>{payment}</code></a>' in html
+    assert f'href="/console/payments?invoice={invoice["id"]}#{payment}"' in html
     assert item["next_action"] in html
     assert '<ol id="history"' in html and 'data-action="created"' in html
     forms = Forms(html).forms
