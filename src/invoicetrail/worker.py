@@ -10,6 +10,7 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import httpx
 from sqlalchemy.orm import Session, sessionmaker
 
 from invoicetrail.core import idempotency
@@ -41,6 +42,10 @@ class PassReport:
     reminders_queued: int = 0
     emails_sent: int = 0
 
+    @property
+    def busy(self) -> bool:
+        return bool(self.webhook_attempts or self.emails_sent or self.simulated_events_sent)
+
 
 class Worker:
     def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
@@ -49,6 +54,8 @@ class Worker:
         self.engine = make_engine(settings)
         self.sessions: sessionmaker[Session] = make_sessionmaker(self.engine)
         self._stop = threading.Event()
+        # One keep-alive client for the worker's life: connections to subscribers are reused.
+        self.http = httpx.Client(timeout=settings.webhook_timeout_seconds, follow_redirects=False)
         self._dunning_due_at: datetime | None = None
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{new_id('wk')[-6:]}"
 
@@ -59,7 +66,7 @@ class Worker:
             self.sessions, self.clock, self.settings
         )
         report.webhook_attempts = webhook_delivery.deliver_due(
-            self.sessions, self.clock, self.settings, self.worker_id
+            self.sessions, self.clock, self.settings, self.worker_id, client=self.http
         )
         # Reminders go by calendar day, so a scan an hour is enough; queued first, so a
         # reminder due now also goes out in this pass.
@@ -105,12 +112,17 @@ class Worker:
             signal.signal(signum, lambda *_: self._stop.set())
         log.info("worker started (poll every %ss)", self.settings.worker_poll_interval_seconds)
         while not self._stop.is_set():
+            busy = False
             try:
-                self.run_once()
+                busy = self.run_once().busy
             except Exception:  # a failed pass is logged and retried on the next tick
                 log.exception("worker pass failed")
-            self._stop.wait(self.settings.worker_poll_interval_seconds)
+            # Work begets work (more deliveries due, the next batch of e-mails): sleep only
+            # when a pass found nothing to do.
+            if not busy:
+                self._stop.wait(self.settings.worker_poll_interval_seconds)
         self.close()
 
     def close(self) -> None:
+        self.http.close()
         self.engine.dispose()
