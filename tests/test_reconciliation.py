@@ -21,7 +21,7 @@ from invoicetrail.api import create_app
 from invoicetrail.core.clock import ManualClock
 from invoicetrail.ledger.models import JournalEntry, JournalLine
 from invoicetrail.payments.models import Payment
-from invoicetrail.worker import Worker
+from invoicetrail.worker import RECONCILE_ACCOUNTS_PER_PASS, Worker
 from test_exports import all_rows, the_period
 from test_payment_evidence import STRIPE_SECRET, SW_SECRET, Provider, pi_event, sw_event
 
@@ -728,7 +728,15 @@ def test_the_worker_reconciles_each_account_once_a_day(db_url: str) -> None:
                 listed = api.ok(api.get("/v1/reconciliation_runs"))["data"]
                 return [(r["as_of"], r["trigger"]) for r in listed]
 
-            assert worker.run_once().reconciliation_runs == accounts
+            def drain() -> int:
+                """Passes until none runs: a pass takes at most a few accounts."""
+                total = 0
+                while ran := worker.run_once().reconciliation_runs:
+                    assert ran <= RECONCILE_ACCOUNTS_PER_PASS
+                    total += ran
+                return total
+
+            assert drain() == accounts
             for api in apis:
                 assert runs(api) == [("2027-03-01", "schedule")]
             [item] = all_items(faulty)
@@ -742,7 +750,7 @@ def test_the_worker_reconciles_each_account_once_a_day(db_url: str) -> None:
                 assert len(runs(api)) == 1
 
             clock.advance(timedelta(hours=2))  # the next day
-            assert worker.run_once().reconciliation_runs == accounts
+            assert drain() == accounts
             assert worker.run_once().reconciliation_runs == 0
             for api in apis:
                 assert runs(api) == [("2027-03-02", "schedule"), ("2027-03-01", "schedule")]

@@ -404,6 +404,7 @@ def test_endpoint_creation_answer_and_the_secret_shown_once(api: Api) -> None:
         "http://192.168.0.10/hooks",
         "http://169.254.169.254/latest/meta-data",
         "http://[::1]:9000/hooks",
+        "http://100.100.100.200/latest/meta-data",  # shared (CGNAT) range: a cloud metadata host
         "http://[fe80::1]/hooks",
         "http://[fd00::5]/hooks",
         "http://localhost/hooks",

@@ -29,6 +29,7 @@ from invoicetrail.webhooks import delivery as webhook_delivery
 
 log = logging.getLogger("invoicetrail.worker")
 DUNNING_SCAN_INTERVAL = timedelta(hours=1)
+RECONCILE_ACCOUNTS_PER_PASS = 5
 
 
 @dataclass
@@ -97,14 +98,20 @@ class Worker:
         with read_session(self.sessions) as session:
             due = reconciliation.accounts_due(session, now.date())
         ran = 0
-        for account_id in due:
-            with write_transaction(self.sessions) as session:
-                if not reconciliation.claim_daily(session, account_id, now.date()):
-                    continue
-                ctx = Ctx(session, account_id, new_id("req"), now, self.settings, actor="worker")
-                reconciliation.run(ctx, now.date(), trigger="schedule")
-                session.commit()
-                ran += 1
+        # A few accounts a pass, so deliveries and e-mail never wait behind a long day of runs.
+        for account_id in due[:RECONCILE_ACCOUNTS_PER_PASS]:
+            try:
+                with write_transaction(self.sessions) as session:
+                    if not reconciliation.claim_daily(session, account_id, now.date()):
+                        continue
+                    ctx = Ctx(
+                        session, account_id, new_id("req"), now, self.settings, actor="worker"
+                    )
+                    reconciliation.run(ctx, now.date(), trigger="schedule")
+                    session.commit()
+                    ran += 1
+            except Exception:  # one account's failure must not hold back the others
+                log.exception("daily reconciliation of %s failed; retried next pass", account_id)
         return ran
 
     def run_forever(self) -> None:

@@ -41,7 +41,7 @@ static_files = StaticFiles(directory=STATIC_DIR)
 
 
 def _secure(request: Request) -> bool:
-    return request.url.scheme == "https"
+    return request.url.scheme == "https" or app_state(request).settings.console_secure_cookies
 
 
 @router.get("/login")

@@ -52,3 +52,5 @@ class Settings(BaseSettings):
     mail_from: str = Field(default="invoices@invoicetrail.localhost", min_length=3, max_length=320)
     # Without INVOICETRAIL_SMTP_URL every message is written here as an .eml file (SPEC).
     mail_dir: str = "./var/mail"
+    # Console cookies are Secure on https; set this behind a TLS-terminating proxy.
+    console_secure_cookies: bool = False

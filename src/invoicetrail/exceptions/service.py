@@ -155,13 +155,21 @@ def raise_item(
 ) -> ExceptionItem:
     """At most one open item per (kind, refs): raising again adds history to the open one."""
     finding = Finding(kind, refs, next_action, detail or {}, area)
-    existing = ctx.session.execute(
-        select(ExceptionItem).where(
-            ExceptionItem.account_id == ctx.account_id,
-            ExceptionItem.dedupe_key == finding.dedupe_key(),
-            ExceptionItem.status.in_(ACTIVE),
+    # `first()`, not "one": should two open items for one cause ever exist, the cause still
+    # gets its history line instead of the event that raised it failing.
+    existing = (
+        ctx.session.execute(
+            select(ExceptionItem)
+            .where(
+                ExceptionItem.account_id == ctx.account_id,
+                ExceptionItem.dedupe_key == finding.dedupe_key(),
+                ExceptionItem.status.in_(ACTIVE),
+            )
+            .order_by(ExceptionItem.seq)
         )
-    ).scalar_one_or_none()
+        .scalars()
+        .first()
+    )
     if existing is not None:
         _append(ctx, existing, _entry(ctx, "updated", note=next_action))
         existing.detail = {**existing.detail, **(detail or {})}

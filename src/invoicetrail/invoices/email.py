@@ -28,7 +28,6 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from invoicetrail.accounts import service as accounts
 from invoicetrail.core.clock import Clock, iso_instant
 from invoicetrail.core.config import Settings
 from invoicetrail.core.context import Ctx
@@ -125,7 +124,9 @@ def customer_email(ctx: Ctx, invoice: Invoice) -> str | None:
 def find(ctx: Ctx, invoice_id: str, purpose: str) -> InvoiceEmail | None:
     return ctx.session.execute(
         select(InvoiceEmail).where(
-            InvoiceEmail.invoice_id == invoice_id, InvoiceEmail.purpose == purpose
+            InvoiceEmail.account_id == ctx.account_id,
+            InvoiceEmail.invoice_id == invoice_id,
+            InvoiceEmail.purpose == purpose,
         )
     ).scalar_one_or_none()
 
@@ -364,7 +365,10 @@ def compose(ctx: Ctx, claimed: Claimed, filename: str, pdf_bytes: bytes) -> Emai
     invoice = ctx.session.execute(
         select(Invoice).where(Invoice.id == claimed.invoice_id).options(selectinload(Invoice.lines))
     ).scalar_one()
-    entity = accounts.get_legal_entity(ctx, invoice.legal_entity_id)
+    # The seller as on the attached PDF (as at finalize), so body and attachment agree.
+    from invoicetrail.invoices.pdf import parties_of
+
+    entity, _buyer = parties_of(ctx, invoice)
     number = invoice.number or invoice.id
     total = format_display(invoice.total_minor, invoice.currency)
     remaining = format_display(invoice.amount_remaining_minor, invoice.currency)

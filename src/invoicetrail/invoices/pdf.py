@@ -56,7 +56,7 @@ def render_invoice_pdf(ctx: Ctx, invoice_id: str) -> tuple[str, bytes]:
             "pdf",
             "a finalized invoice (a draft has no number; finalize it first)",
         )
-    entity, customer = _parties(ctx, invoice)
+    entity, customer = parties_of(ctx, invoice)
     html = _environment().get_template(TEMPLATE_NAME).render(_view(invoice, entity, customer))
     pdf_bytes = _draw(
         html,
@@ -87,7 +87,7 @@ class Buyer:
     tax_ids: list[dict[str, str]]
 
 
-def _parties(ctx: Ctx, invoice: Invoice) -> tuple[Seller, Buyer]:
+def parties_of(ctx: Ctx, invoice: Invoice) -> tuple[Seller, Buyer]:
     """The parties as at finalize (stored on the invoice); live records only for invoices
     finalized before that snapshot existed."""
     if invoice.parties:

@@ -29,6 +29,7 @@ from invoicetrail.core.ids import new_id
 from invoicetrail.core.listing import list_page
 from invoicetrail.core.money import AMOUNT_ABS_MAX_MINOR, line_amounts
 from invoicetrail.customers import service as customers
+from invoicetrail.customers.models import Customer
 from invoicetrail.customers.service import merge_metadata
 from invoicetrail.events import service as events
 from invoicetrail.invoices import email as invoice_email
@@ -184,8 +185,8 @@ def update(ctx: Ctx, invoice_id: str, body: InvoiceUpdate) -> Invoice:
     return invoice
 
 
-def _require_complete(ctx: Ctx, invoice: Invoice) -> None:
-    """Everything a posting needs, checked before a number is used."""
+def _require_complete(ctx: Ctx, invoice: Invoice) -> Customer:
+    """Everything a posting needs, checked before a number is used; returns the customer."""
     customer = customers.get(ctx, invoice.customer_id)
     if not (customer.address or {}).get("country"):
         raise ValidationFailed(
@@ -209,12 +210,13 @@ def _require_complete(ctx: Ctx, invoice: Invoice) -> None:
             param="lines",
             object_name="invoice",
         )
+    return customer
 
 
 def finalize(ctx: Ctx, invoice_id: str) -> Invoice:
     invoice = get_for_update(ctx, invoice_id)
     require_action(invoice, "finalize")
-    _require_complete(ctx, invoice)
+    customer = _require_complete(ctx, invoice)
     entity = accounts.get_legal_entity(ctx, invoice.legal_entity_id)
     counter = numbering.next_counter(ctx, entity.id, INVOICE_NUMBER_KIND)
     reference = numbering.new_bank_transfer_reference(ctx)
@@ -224,7 +226,7 @@ def finalize(ctx: Ctx, invoice_id: str) -> Invoice:
     invoice.bank_transfer_reference = reference
     invoice.amount_paid_minor = 0
     invoice.finalized_at = ctx.now
-    invoice.parties = _parties_snapshot(ctx, entity, invoice.customer_id)
+    invoice.parties = _parties_snapshot(entity, customer)
     ctx.session.flush()
     ledger.post(
         ctx,
@@ -243,8 +245,7 @@ def finalize(ctx: Ctx, invoice_id: str) -> Invoice:
     return invoice
 
 
-def _parties_snapshot(ctx: Ctx, entity: LegalEntity, customer_id: str) -> dict[str, Any]:
-    customer = customers.get(ctx, customer_id)
+def _parties_snapshot(entity: LegalEntity, customer: Customer) -> dict[str, Any]:
     return {
         "seller": {
             "name": entity.name,

@@ -44,6 +44,9 @@ def run(
             param="as_of",
             object_name="reconciliation_run",
         )
+    # One run at a time per account (API, CLI, console, worker): two runs deciding "no open
+    # item yet" for the same cause at once would each insert one.
+    ctx.session.execute(select(Account.id).where(Account.id == ctx.account_id).with_for_update())
     window = checks.window_for(_instant_of(ctx, as_of), ctx.settings)
     record = ReconciliationRun(
         id=new_id("rec"),

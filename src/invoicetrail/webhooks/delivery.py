@@ -308,6 +308,10 @@ def _record(
         delivery = session.execute(
             select(WebhookDelivery).where(WebhookDelivery.id == item.delivery_id).with_for_update()
         ).scalar_one()
+        if delivery.status != "pending" or delivery.attempt_count != item.attempt_count:
+            # Another worker took the endpoint over and already recorded this delivery.
+            session.commit()
+            return False
         attempt = delivery.attempt_count + 1
         session.add(
             WebhookAttempt(
@@ -355,25 +359,6 @@ def _record(
         return still_ours
 
 
-def _renew(
-    sessions: sessionmaker[Session],
-    now: datetime,
-    endpoint_id: str,
-    worker_id: str,
-    lease: timedelta,
-) -> bool:
-    """Extends this worker's lease; False if another worker took the endpoint over (a claim
-    can expire while the endpoints before it in the same pass are being sent)."""
-    with write_transaction(sessions) as session:
-        result = session.execute(
-            update(WebhookEndpoint)
-            .where(WebhookEndpoint.id == endpoint_id, WebhookEndpoint.lease_owner == worker_id)
-            .values(lease_until=now + lease)
-        )
-        session.commit()
-        return bool(result.rowcount)  # type: ignore[attr-defined]
-
-
 def _release(
     sessions: sessionmaker[Session], endpoint_id: str, worker_id: str, now: datetime
 ) -> None:
@@ -414,9 +399,6 @@ def deliver_due(
                 break
             endpoint_id = claimed[0]
             try:
-                if not _renew(sessions, clock.now(), endpoint_id, worker_id, lease):
-                    log.warning("lost the lease on %s; another worker continues", endpoint_id)
-                    continue
                 url, secrets, due = _load(sessions, endpoint_id, clock.now())
                 for item in due:
                     headers = _signature_headers(secrets, item.event_id, item.body)

@@ -31,14 +31,9 @@ class UrlNotAllowed(ApiError):
 
 
 def _blocked_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    return (
-        address.is_private
-        or address.is_loopback
-        or address.is_link_local
-        or address.is_reserved
-        or address.is_multicast
-        or address.is_unspecified
-    )
+    # Anything not globally routable: private, loopback, link-local, shared (100.64/10, where
+    # some clouds put metadata services), reserved, multicast, unspecified.
+    return not address.is_global or address.is_multicast
 
 
 def check_url(url: str, *, allow_private: bool) -> str:
