@@ -322,7 +322,7 @@ def test_a_wrong_key_is_refused_then_the_overview_shows_every_section(
     page.wait_for_load_state()
     assert refused.value.status == 401
     expect(page.get_by_role("alert")).to_be_visible()
-    expect(page.locator("form.signout")).to_have_count(0)
+    expect(page.get_by_role("link", name="Sign out")).to_have_count(0)
     assert "Demo GmbH" not in page.content()
 
     page.fill('input[name="secret_key"]', served.secret_key)
@@ -333,7 +333,9 @@ def test_a_wrong_key_is_refused_then_the_overview_shows_every_section(
     nav = page.get_by_role("navigation", name="Main")
     for name, href in NAV.items():
         expect(nav.get_by_role("link", name=name, exact=True)).to_have_attribute("href", href)
-    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+    expect(nav.get_by_role("link", name="Sign out", exact=True)).to_have_attribute(
+        "href", "/console/logout"
+    )
     for section in OVERVIEW_SECTIONS:
         expect(page.locator(section)).to_be_visible()
 
@@ -422,13 +424,13 @@ def test_the_queue_fits_a_phone_and_the_console_works_by_keyboard(
     expect(page.locator("table#exceptions")).to_contain_text(served.overdue_item)
     overflow = page.evaluate("[document.scrollingElement.scrollWidth, window.innerWidth]")
     assert overflow[0] <= overflow[1] + 1, f"page scrolls sideways at 390 px: {overflow}"
-    sign_out = page.get_by_role("button", name="Sign out")
+    sign_out = page.get_by_role("link", name="Sign out")
     for _ in range(80):
         page.keyboard.press("Tab")
         if sign_out.evaluate("b => b === document.activeElement"):
             break
     else:
-        pytest.fail("Tab never reaches the Sign out button")
+        pytest.fail("Tab never reaches the Sign out link")
     context.close()
     watch.assert_clean()
 
@@ -654,11 +656,11 @@ def test_sign_out_ends_the_session(browser: Browser, served: Served) -> None:
     session = [c for c in context.cookies() if c["name"] == "it_console"]
     assert session and session[0]["httpOnly"] and session[0]["sameSite"] == "Strict"
     with page.expect_navigation():
-        page.locator("form.signout").get_by_role("button", name="Sign out").click()
+        page.get_by_role("navigation", name="Main").get_by_role("link", name="Sign out").click()
     expect(page).to_have_url(re.compile(r"/console/login(\?.*)?$"))
     page.goto("/console")
     expect(page).to_have_url(re.compile(r"/console/login$"))
-    expect(page.locator("form.signout")).to_have_count(0)
+    expect(page.get_by_role("link", name="Sign out")).to_have_count(0)
     # The old cookie, replayed, is no session any more.
     context.add_cookies(session)  # type: ignore[arg-type]
     page.goto("/console/exceptions")

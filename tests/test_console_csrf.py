@@ -80,7 +80,10 @@ def sign_in(browser: TestClient, secret_key: str) -> str:
     assert done.status_code == 303 and done.headers["location"] == "/console", done.text
     overview = browser.get("/console")
     assert overview.status_code == 200
-    return csrf_of(overview.text)
+    # Signed-in pages carry the session's token in a meta tag (the page's forms repeat it).
+    found = re.search(r'<meta name="csrf-token" content="([^"]+)"', overview.text)
+    assert found, "no csrf-token meta on a signed-in page"
+    return found.group(1)
 
 
 def snapshot(client: TestClient) -> dict[str, tuple[Any, ...]]:

@@ -608,7 +608,7 @@ def test_another_accounts_objects_are_404(api: Api, other_api: Api) -> None:
     # applying someone else's parked money through one's own session: the API's 404
     own_invoice = other_api.open_invoice()
     form = theirs.page("/console/payments")
-    csrf = form.one("form", class_="signout").one("input", name="csrf_token").attrs["value"]
+    csrf = form.one("meta", name="csrf-token").attrs["content"]
     refused = theirs.post(
         f"/console/payments/{parked}/apply",
         {

@@ -104,16 +104,27 @@ async def login(request: Request) -> Response:
     return signed
 
 
+def _signed_out(request: Request) -> Response:
+    state = app_state(request)
+    with write_transaction(state.sessions) as db:
+        service.sign_out(db, request.cookies.get(SESSION_COOKIE))
+        db.commit()
+    response = redirect("/console/login", "Signed out.")
+    response.delete_cookie(SESSION_COOKIE, path="/console")
+    return response
+
+
+@router.get("/logout")
+def logout_link(request: Request) -> Response:
+    """The nav's "Sign out" link. A GET is safe here: the SameSite=Strict cookie never comes
+    with a request started by another site, so no other site can sign a user out."""
+    return _signed_out(request)
+
+
 @router.post("/logout")
 async def logout(request: Request) -> Response:
     def do(_current: Page, _form: dict[str, str]) -> Response:
-        state = app_state(request)
-        with write_transaction(state.sessions) as db:
-            service.sign_out(db, request.cookies.get(SESSION_COOKIE))
-            db.commit()
-        response = redirect("/console/login", "Signed out.")
-        response.delete_cookie(SESSION_COOKIE, path="/console")
-        return response
+        return _signed_out(request)
 
     return await action(request, do)
 
