@@ -207,50 +207,11 @@ def trace(
 ) -> None:
     """One invoice's whole chain (requests, provider events, payments, journal entries,
     export rows, exception items, events) as a timeline, one line per item in time order."""
-    from sqlalchemy import select
-
-    from invoicetrail.accounts import service as accounts
-    from invoicetrail.accounts.models import Account
-    from invoicetrail.core.clock import SystemClock
-    from invoicetrail.core.context import Ctx
-    from invoicetrail.core.db import make_engine, make_sessionmaker, read_session
-    from invoicetrail.core.errors import ApiError
-    from invoicetrail.core.ids import new_id
     from invoicetrail.trace import service as traces
     from invoicetrail.trace.schemas import headline, timeline_line
 
-    settings = _settings()
-    _require_schema(settings)
-    engine = make_engine(settings)
-    try:
-        with read_session(make_sessionmaker(engine)) as session:
-            if account is None:
-                found = list(session.execute(select(Account.id).limit(2)).scalars())
-                if len(found) != 1:
-                    typer.echo(
-                        "several accounts: name one with --account acct_…"
-                        if found
-                        else "no accounts in this database",
-                        err=True,
-                    )
-                    raise typer.Exit(code=2 if found else 1)
-                account = found[0]
-            ctx = Ctx(
-                session=session,
-                account_id=account,
-                request_id=new_id("req"),
-                now=SystemClock().now(),
-                settings=settings,
-                actor="cli",
-            )
-            try:
-                accounts.get_account(session, account)
-                built = traces.build(ctx, invoice)
-            except ApiError as exc:
-                typer.echo(exc.message, err=True)
-                raise typer.Exit(code=1) from None
-    finally:
-        engine.dispose()
+    with cli_control.account_ctx(account, write=False) as ctx:
+        built = traces.build(ctx, invoice)
     if as_json:
         typer.echo(built.out.model_dump_json(indent=2))
         return

@@ -105,14 +105,7 @@ def get_export_row(export_id: str, row_id: str, ctx: Read) -> Response:
 
 
 def _row_out(view: service.RowView) -> ExportRowOut:
-    return ExportRowOut.of(
-        row_id=view.id,
-        format_name=view.format,
-        period=view.period,
-        line=view.line,
-        invoice_id=view.invoice_id,
-        answer=view.answer,
-    )
+    return view.out()
 
 
 @router.post(

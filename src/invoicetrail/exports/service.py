@@ -38,7 +38,7 @@ from invoicetrail.events import service as events
 from invoicetrail.exceptions import service as exceptions
 from invoicetrail.exports.formats import FORMATS, AccountUse, ExportLine, FileFacts
 from invoicetrail.exports.models import ExportBatch, ExportBatchRow, ExportRow
-from invoicetrail.exports.schemas import ExportOut, RowAcknowledgement
+from invoicetrail.exports.schemas import ExportOut, ExportRowOut, RowAcknowledgement
 from invoicetrail.ledger import service as ledger
 from invoicetrail.ledger.models import JournalEntry, JournalLine
 
@@ -309,6 +309,17 @@ class RowView:
     @property
     def id(self) -> str:
         return row_id_of(self.line.id, self.format)
+
+    def out(self) -> ExportRowOut:
+        """The row as `GET /v1/exports/{id}/rows/{exr}` answers it (also in trace, console)."""
+        return ExportRowOut.of(
+            row_id=self.id,
+            format_name=self.format,
+            period=self.period,
+            line=self.line,
+            invoice_id=self.invoice_id,
+            answer=self.answer,
+        )
 
     @property
     def status(self) -> str:

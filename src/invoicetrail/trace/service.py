@@ -159,14 +159,7 @@ def build(ctx: Ctx, invoice_id: str) -> Trace:
         (
             view.answer.acknowledged_at if view.answer is not None else batch.created_at,
             view.line.seq,
-            ExportRowOut.of(
-                row_id=view.id,
-                format_name=view.format,
-                period=view.period,
-                line=view.line,
-                invoice_id=view.invoice_id,
-                answer=view.answer,
-            ),
+            view.out(),
         )
         for view, batch in sorted(export_rows, key=lambda found: found[0].id)
     )

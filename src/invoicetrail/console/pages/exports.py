@@ -22,7 +22,6 @@ from invoicetrail.exports.formats import FORMATS
 from invoicetrail.exports.schemas import (
     ExportCreate,
     ExportOut,
-    ExportRowOut,
     FormatName,
     filename,
 )
@@ -135,17 +134,7 @@ def export_page(export_id: str, request: Request) -> Response:
         views, has_more = service.list_rows(
             ctx, export_id, ListPage(ROWS_PER_PAGE, starting_after), status=status
         )
-        rows = [
-            ExportRowOut.of(
-                row_id=view.id,
-                format_name=view.format,
-                period=view.period,
-                line=view.line,
-                invoice_id=view.invoice_id,
-                answer=view.answer,
-            )
-            for view in views
-        ]
+        rows = [view.out() for view in views]
         base_url = f"/console/exports/{batch.id}" + (f"?status={status}" if status else "")
         return current.render(
             "export.html.j2",
