@@ -38,6 +38,7 @@ from invoicetrail.core.http import (
 )
 from invoicetrail.core.openapi import install_openapi
 from invoicetrail.customers import routes as customer_routes
+from invoicetrail.einvoicing import routes as einvoice_routes
 from invoicetrail.events import routes as event_routes
 from invoicetrail.exceptions import routes as exception_routes
 from invoicetrail.exports import routes as export_routes
@@ -89,6 +90,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         account_routes.router,
         customer_routes.router,
         invoice_routes.router,
+        einvoice_routes.router,
         payment_routes.router,
         event_routes.router,
         exception_routes.router,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 
 from starlette.testclient import TestClient
@@ -92,7 +92,7 @@ def _set_up_control(api: _Api) -> None:
                 "first_responder": "payment_operations",
                 "authoritative_record": "provider",
             },
-            "compliance_markets": {"US": "us_tax_team"},
+            "compliance_markets": {"US": "us_tax_team", "DE": "eu_vat_team"},
         },
         method="PUT",
     )
@@ -115,6 +115,8 @@ def load_demo_data(settings: Settings, secret_key: str) -> None:
     today = SystemClock().now().date()
     with TestClient(app, base_url="http://demo.invalid") as client:
         api = _Api(client, secret_key)
+        # Before the launch gates are recorded: its foreign bank account brings in FBAR.
+        subsidiary = _subsidiary(api)
         _set_up_control(api)
         acme = api.post(
             "/v1/customers",
@@ -236,3 +238,74 @@ def load_demo_data(settings: Settings, secret_key: str) -> None:
         doubtful = invoice(acme, "demo-uncollectible", consulting)
         api.post(f"/v1/invoices/{doubtful['id']}/finalize")
         api.post(f"/v1/invoices/{doubtful['id']}/mark_uncollectible")
+
+        _peppol_invoice(api, today, subsidiary)
+
+
+def _subsidiary(api: _Api) -> dict[str, Any]:
+    """A German subsidiary that invoices on Peppol: the e-invoicing branch."""
+    return api.post(
+        "/v1/legal_entities",
+        {
+            "name": "Example Europe GmbH",
+            "country": "DE",
+            "address": {
+                "line1": "Friedrichstraße 10",
+                "city": "Berlin",
+                "postal_code": "10117",
+                "country": "DE",
+            },
+            "tax_ids": [{"type": "eu_vat", "value": "DE136695976"}],
+            "peppol_id": "0088:7300010000001",
+            "registration_id": "HRB 123456 B",
+            "bank_account": {"iban": "DE89370400440532013000", "bic": "COBADEFFXXX"},
+            "contact": {
+                "name": "Accounts receivable",
+                "email": "ar@example.eu",
+                "phone": "+49 30 1234567",
+            },
+            "number_prefix": "EU",
+        },
+    )
+
+
+def _peppol_invoice(api: _Api, today: date, subsidiary: dict[str, Any]) -> None:
+    initech = api.post(
+        "/v1/customers",
+        {
+            "name": "Initech B.V.",
+            "email": "crediteuren@initech.example",
+            "address": {
+                "line1": "Damrak 1",
+                "city": "Amsterdam",
+                "postal_code": "1012 LG",
+                "country": "NL",
+            },
+            "tax_ids": [{"type": "eu_vat", "value": "NL004495445B01"}],
+            "peppol_id": "0088:4000001000005",
+        },
+    )
+    drafted = api.post(
+        "/v1/invoices",
+        {
+            "customer": initech["id"],
+            "legal_entity": subsidiary["id"],
+            "currency": "eur",
+            "collection_method": "send_invoice",
+            "due_date": (today + timedelta(days=30)).isoformat(),
+            "buyer_reference": "INITECH-PO-7781",
+            "external_reference": "demo-peppol",
+            "lines": [
+                {
+                    "description": "Implementation services",
+                    "quantity": "10",
+                    "unit_amount": 12000,
+                    "tax_rate": "0",
+                    "tax_category": "AE",
+                    "tax_exemption_reason": "Reverse charge",
+                }
+            ],
+        },
+    )
+    # Finalize generates the UBL document; the worker validates it and submits it (sandbox).
+    api.post(f"/v1/invoices/{drafted['id']}/finalize")

@@ -5,6 +5,7 @@ from invoicetrail.console.models import ConsoleSession
 from invoicetrail.core.db import Base
 from invoicetrail.core.idempotency import IdempotencyKey, RequestLog
 from invoicetrail.customers.models import Customer, CustomerCredit
+from invoicetrail.einvoicing.models import EInvoice, EInvoiceCertificate
 from invoicetrail.events.models import Event
 from invoicetrail.exceptions.models import ExceptionItem
 from invoicetrail.exports.models import ExportBatch, ExportBatchRow, ExportRow
@@ -42,6 +43,8 @@ __all__ = [
     "Customer",
     "CustomerCredit",
     "DunningSettings",
+    "EInvoice",
+    "EInvoiceCertificate",
     "Event",
     "ExceptionItem",
     "ExportBatch",

@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -19,6 +20,8 @@ from invoicetrail.core.config import Settings
 from invoicetrail.core.context import Ctx
 from invoicetrail.core.db import make_engine, make_sessionmaker, read_session, write_transaction
 from invoicetrail.core.ids import new_id
+from invoicetrail.einvoicing import service as einvoicing
+from invoicetrail.einvoicing.transports import Transport
 from invoicetrail.events import service as events
 from invoicetrail.exceptions import service as exceptions
 from invoicetrail.invoices import dunning
@@ -42,14 +45,25 @@ class PassReport:
     webhook_attempts: int = 0
     reminders_queued: int = 0
     emails_sent: int = 0
+    einvoices_progressed: int = 0
 
     @property
     def busy(self) -> bool:
-        return bool(self.webhook_attempts or self.emails_sent or self.simulated_events_sent)
+        return bool(
+            self.webhook_attempts
+            or self.emails_sent
+            or self.simulated_events_sent
+            or self.einvoices_progressed
+        )
 
 
 class Worker:
-    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Clock | None = None,
+        einvoice_transports: Mapping[str, Transport] | None = None,
+    ) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
         self.engine = make_engine(settings)
@@ -58,6 +72,12 @@ class Worker:
         # One keep-alive client for the worker's life: connections to subscribers are reused.
         self.http = httpx.Client(timeout=settings.webhook_timeout_seconds, follow_redirects=False)
         self._dunning_due_at: datetime | None = None
+        # One transport per market for the worker's life (each keeps its connections/tokens).
+        self.einvoice_transports = (
+            einvoice_transports
+            if einvoice_transports is not None
+            else einvoicing.default_transports(settings)
+        )
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{new_id('wk')[-6:]}"
 
     def run_once(self) -> PassReport:
@@ -77,6 +97,9 @@ class Worker:
             )
             self._dunning_due_at = self.clock.now() + DUNNING_SCAN_INTERVAL
         report.emails_sent = invoice_email.send_due_emails(self.sessions, self.clock, self.settings)
+        report.einvoices_progressed = einvoicing.process_due(
+            self.sessions, self.clock, self.settings, self.einvoice_transports
+        )
         now = self.clock.now()
         with write_transaction(self.sessions) as session:
             report.snoozed_items_woken = exceptions.wake_snoozed(session, now, self.settings)

@@ -49,6 +49,9 @@ class LegalEntity(Base):
     registration_id: Mapped[str | None] = mapped_column(String(128))
     bank_account: Mapped[dict[str, Any] | None] = mapped_column(Json)
     cfdi: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    myinvois: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    # {"name", "email", "phone"}: the seller's contact point printed on e-invoices.
+    contact: Mapped[dict[str, Any] | None] = mapped_column(Json)
     number_prefix: Mapped[str] = mapped_column(String(16))
     is_default: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -6,7 +6,15 @@ from pydantic import BaseModel, Field, StrictInt
 
 from invoicetrail.accounts.models import LegalEntity
 from invoicetrail.core.clock import iso_instant
-from invoicetrail.core.fields import AddressIn, Body, CountryCode, Name, ShortText, TaxIdIn
+from invoicetrail.core.fields import (
+    AddressIn,
+    Body,
+    CountryCode,
+    Email,
+    Name,
+    ShortText,
+    TaxIdIn,
+)
 
 
 class BankAccountIn(Body):
@@ -19,6 +27,18 @@ class EntityCfdiIn(Body):
     expedition_postal_code: Annotated[str, Field(max_length=10)] | None = None
 
 
+class EntityMyinvoisIn(Body):
+    msic_code: Annotated[str, Field(pattern=r"^[0-9]{5}$")] | None = None
+    business_activity: Annotated[str, Field(max_length=300)] | None = None
+    phone: Annotated[str, Field(max_length=20)] | None = None
+
+
+class EntityContactIn(Body):
+    name: Annotated[str, Field(max_length=256)] | None = None
+    email: Email | None = None
+    phone: Annotated[str, Field(max_length=32)] | None = None
+
+
 class LegalEntityCreate(Body):
     name: Name
     country: CountryCode
@@ -28,6 +48,8 @@ class LegalEntityCreate(Body):
     registration_id: ShortText | None = None
     bank_account: BankAccountIn | None = None
     cfdi: EntityCfdiIn | None = None
+    myinvois: EntityMyinvoisIn | None = None
+    contact: EntityContactIn | None = None
     number_prefix: Annotated[str, Field(pattern=r"^[A-Z0-9]{1,10}$")] | None = None
 
 
@@ -42,6 +64,8 @@ class LegalEntityOut(BaseModel):
     registration_id: str | None
     bank_account: dict[str, Any] | None
     cfdi: dict[str, Any] | None
+    myinvois: dict[str, Any] | None
+    contact: dict[str, Any] | None
     number_prefix: str
     is_default: bool
     created: str | None
@@ -58,6 +82,8 @@ class LegalEntityOut(BaseModel):
             registration_id=entity.registration_id,
             bank_account=entity.bank_account,
             cfdi=entity.cfdi,
+            myinvois=entity.myinvois,
+            contact=entity.contact,
             number_prefix=entity.number_prefix,
             is_default=entity.is_default,
             created=iso_instant(entity.created_at),

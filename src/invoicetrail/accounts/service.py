@@ -197,6 +197,8 @@ def create_legal_entity(ctx: Ctx, body: LegalEntityCreate) -> LegalEntity:
         registration_id=body.registration_id,
         bank_account=body.bank_account.model_dump(exclude_none=True) if body.bank_account else None,
         cfdi=body.cfdi.model_dump(exclude_none=True) if body.cfdi else None,
+        myinvois=body.myinvois.model_dump(exclude_none=True) if body.myinvois else None,
+        contact=body.contact.model_dump(exclude_none=True) if body.contact else None,
         number_prefix=body.number_prefix or f"{DEFAULT_NUMBER_PREFIX}{existing_count + 1}",
         is_default=False,
         created_at=ctx.now,

@@ -33,6 +33,18 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
     smtp_url: str | None = None
 
+    # E-invoicing transports. Unset: the built-in sandbox transport (opens no connection).
+    peppol_access_point_url: str | None = None
+    peppol_access_point_token: str | None = None
+    pac_url: str | None = None
+    pac_username: str | None = None
+    pac_password: str | None = None
+    myinvois_url: str | None = None  # e.g. https://preprod-api.myinvois.hasil.gov.my
+    myinvois_identity_url: str | None = None  # default: myinvois_url
+    myinvois_client_id: str | None = None
+    myinvois_client_secret: str | None = None
+    einvoice_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+
     # Reconciliation windows: a finding fires only once its window has passed (SPEC ≥ 24 h).
     ach_window_business_days: int = Field(default=4, ge=1, le=30)
     # ISO weekdays (1 = Monday) that are business days, and dates that are not (holidays).

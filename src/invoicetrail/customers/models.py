@@ -21,6 +21,7 @@ class Customer(Base):
     tax_ids: Mapped[list[dict[str, str]]] = mapped_column(Json)
     peppol_id: Mapped[str | None] = mapped_column(String(128))
     cfdi: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    myinvois: Mapped[dict[str, Any] | None] = mapped_column(Json)
     external_reference: Mapped[str | None] = mapped_column(String(255))
     metadata_: Mapped[dict[str, str]] = mapped_column("metadata", Json)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -22,6 +22,10 @@ class CustomerCfdiIn(Body):
     cfdi_use: Annotated[str, Field(max_length=8)] | None = None
 
 
+class CustomerMyinvoisIn(Body):
+    phone: Annotated[str, Field(max_length=20)] | None = None
+
+
 class CustomerCreate(Body):
     name: Name | None = None
     email: Email | None = None
@@ -29,6 +33,7 @@ class CustomerCreate(Body):
     tax_ids: Annotated[list[TaxIdIn], Field(max_length=10)] = []
     peppol_id: Annotated[str, Field(max_length=128)] | None = None
     cfdi: CustomerCfdiIn | None = None
+    myinvois: CustomerMyinvoisIn | None = None
     external_reference: Reference | None = None
     metadata: Metadata = {}
 
@@ -40,6 +45,7 @@ class CustomerUpdate(Body):
     tax_ids: Annotated[list[TaxIdIn], Field(max_length=10)] | None = None
     peppol_id: Annotated[str, Field(max_length=128)] | None = None
     cfdi: CustomerCfdiIn | None = None
+    myinvois: CustomerMyinvoisIn | None = None
     external_reference: Reference | None = None
     metadata: Metadata | None = None
 
@@ -53,6 +59,7 @@ class CustomerOut(BaseModel):
     tax_ids: list[dict[str, str]]
     peppol_id: str | None
     cfdi: dict[str, Any] | None
+    myinvois: dict[str, Any] | None
     external_reference: str | None
     metadata: dict[str, str]
     credit_balance: dict[str, int]
@@ -68,6 +75,7 @@ class CustomerOut(BaseModel):
             tax_ids=customer.tax_ids,
             peppol_id=customer.peppol_id,
             cfdi=customer.cfdi,
+            myinvois=customer.myinvois,
             external_reference=customer.external_reference,
             metadata=customer.metadata_,
             credit_balance=credit_balance,

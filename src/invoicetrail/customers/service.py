@@ -42,6 +42,7 @@ def create(ctx: Ctx, body: CustomerCreate) -> Customer:
         tax_ids=tax_ids,
         peppol_id=body.peppol_id,
         cfdi=body.cfdi.model_dump(exclude_none=True) if body.cfdi else None,
+        myinvois=body.myinvois.model_dump(exclude_none=True) if body.myinvois else None,
         external_reference=body.external_reference,
         metadata_=dict(body.metadata),
         created_at=ctx.now,
@@ -73,6 +74,8 @@ def update(ctx: Ctx, customer_id: str, body: CustomerUpdate) -> Customer:
         customer.peppol_id = body.peppol_id
     if "cfdi" in fields:
         customer.cfdi = body.cfdi.model_dump(exclude_none=True) if body.cfdi else None
+    if "myinvois" in fields:
+        customer.myinvois = body.myinvois.model_dump(exclude_none=True) if body.myinvois else None
     if "metadata" in fields and body.metadata is not None:
         customer.metadata_ = merge_metadata(customer.metadata_, body.metadata)
     ctx.session.flush()

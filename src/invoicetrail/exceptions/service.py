@@ -45,6 +45,9 @@ KIND_AREAS: dict[str, str] = {
     "not_delivered": "invoice_state",
     "dispute_opened": "disputes",
     "webhook_delivery_failed": "exception_queue",
+    # E-invoicing kinds route by the document's market (area compliance_markets.<country>).
+    "einvoice_needs_correction": "compliance_markets",
+    "einvoice_submission_delayed": "compliance_markets",
 }
 # The role that answers while no owner is configured for the area.
 DEFAULT_OWNERS: dict[str, str] = {
@@ -54,6 +57,7 @@ DEFAULT_OWNERS: dict[str, str] = {
     "erp_export": "accounting",
     "exception_queue": "finance_operations",
     "disputes": "payment_operations",
+    "compliance_markets": "compliance",
 }
 DEFAULT_DUE = timedelta(hours=24)
 IN_CHUNK = 500
@@ -181,21 +185,38 @@ def raise_item(
     return item
 
 
-def resolve_matching(ctx: Ctx, *, refs: dict[str, str], note: str, kind: str | None = None) -> int:
-    """Resolves every open item (of `kind`, if given) whose refs include these: fixed."""
+def _matching(ctx: Ctx, refs: dict[str, str], kind: str | None) -> list[ExceptionItem]:
     filters = [ExceptionItem.account_id == ctx.account_id, ExceptionItem.status.in_(ACTIVE)]
     if kind is not None:
         filters.append(ExceptionItem.kind == kind)
     # The indexed column narrows the scan; the refs document decides.
     if "invoice" in refs:
         filters.append(ExceptionItem.invoice_id == refs["invoice"])
-    resolved = 0
-    for item in ctx.session.execute(select(ExceptionItem).where(*filters)).scalars():
-        if all(item.refs.get(name) == value for name, value in refs.items()):
-            _resolve(ctx, item, note)
-            resolved += 1
+    return [
+        item
+        for item in ctx.session.execute(select(ExceptionItem).where(*filters)).scalars()
+        if all(item.refs.get(name) == value for name, value in refs.items())
+    ]
+
+
+def resolve_matching(ctx: Ctx, *, refs: dict[str, str], note: str, kind: str | None = None) -> int:
+    """Resolves every open item (of `kind`, if given) whose refs include these: fixed."""
+    items = _matching(ctx, refs, kind)
+    for item in items:
+        _resolve(ctx, item, note)
     ctx.session.flush()
-    return resolved
+    return len(items)
+
+
+def annotate_matching(
+    ctx: Ctx, *, refs: dict[str, str], action: str, note: str, kind: str | None = None
+) -> int:
+    """Adds a history line to every open item whose refs include these (work in progress)."""
+    items = _matching(ctx, refs, kind)
+    for item in items:
+        _append(ctx, item, _entry(ctx, action, note=note))
+    ctx.session.flush()
+    return len(items)
 
 
 def _resolve(ctx: Ctx, item: ExceptionItem, note: str) -> None:

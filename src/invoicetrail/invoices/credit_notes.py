@@ -18,7 +18,7 @@ from invoicetrail.core.ids import new_id
 from invoicetrail.core.listing import list_page
 from invoicetrail.customers import service as customers
 from invoicetrail.events import service as events
-from invoicetrail.invoices import numbering
+from invoicetrail.invoices import einvoices, numbering
 from invoicetrail.invoices import service as invoices
 from invoicetrail.invoices.models import CreditNote
 from invoicetrail.invoices.schemas import INVOICE_LINES_MAX, InvoiceOut, LineIn
@@ -191,6 +191,7 @@ def create(ctx: Ctx, body: CreditNoteCreate) -> CreditNote:
     )
     events.record(ctx, "credit_note.created", CreditNoteOut.of(note))
     events.record(ctx, "invoice.updated", InvoiceOut.of(invoice))
+    einvoices.issue_for_credit_note(ctx, note, invoice, entity)
     return note
 
 

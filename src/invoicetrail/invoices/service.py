@@ -31,9 +31,10 @@ from invoicetrail.core.money import AMOUNT_ABS_MAX_MINOR, line_amounts
 from invoicetrail.customers import service as customers
 from invoicetrail.customers.models import Customer
 from invoicetrail.customers.service import merge_metadata
+from invoicetrail.einvoicing import service as einvoicing
 from invoicetrail.events import service as events
+from invoicetrail.invoices import einvoices, numbering
 from invoicetrail.invoices import email as invoice_email
-from invoicetrail.invoices import numbering
 from invoicetrail.invoices.models import CreditNote, Invoice, InvoiceLine
 from invoicetrail.invoices.schemas import InvoiceCreate, InvoiceOut, InvoiceUpdate, LineIn
 from invoicetrail.invoices.states import (
@@ -218,6 +219,8 @@ def finalize(ctx: Ctx, invoice_id: str) -> Invoice:
     require_action(invoice, "finalize")
     customer = _require_complete(ctx, invoice)
     entity = accounts.get_legal_entity(ctx, invoice.legal_entity_id)
+    # Before a number is used: a regime that would refuse the data refuses the finalize.
+    regime = einvoices.check_before_finalize(invoice, entity, customer)
     counter = numbering.next_counter(ctx, entity.id, INVOICE_NUMBER_KIND)
     reference = numbering.new_bank_transfer_reference(ctx)
     # Number and status change together: the schema refuses one without the other.
@@ -242,6 +245,8 @@ def finalize(ctx: Ctx, invoice_id: str) -> Invoice:
         ),
     )
     events.record(ctx, "invoice.finalized", InvoiceOut.of(invoice))
+    if regime is not None:
+        einvoices.issue_for_invoice(ctx, invoice, entity, customer, regime)
     return invoice
 
 
@@ -298,6 +303,8 @@ def void(ctx: Ctx, invoice_id: str) -> Invoice:
             code="invalid_state_transition",
             object_name="invoice",
         )
+    # Its e-invoice is cancelled with it; past MyInvois' 72 h this refuses: credit note instead.
+    einvoicing.before_invoice_void(ctx, invoice.id)
     transition(invoice, VOID)
     invoice.voided_at = ctx.now
     ctx.session.flush()

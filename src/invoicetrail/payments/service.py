@@ -21,6 +21,7 @@ from invoicetrail.core.listing import list_page
 from invoicetrail.customers import service as customers
 from invoicetrail.events import service as events
 from invoicetrail.exceptions import service as exceptions
+from invoicetrail.invoices import einvoices as invoice_einvoices
 from invoicetrail.invoices import service as invoices
 from invoicetrail.invoices.models import Invoice
 from invoicetrail.invoices.states import ACTIONS, require_action
@@ -205,6 +206,14 @@ def _apply_with_receipt(
         surplus_minor=surplus_minor,
         debit_account=debit_account,
         recovered=recovered,
+    )
+    invoice_einvoices.issue_for_payment(
+        ctx,
+        invoice,
+        payment_id=payment.id,
+        applied_minor=payment.amount_minor - surplus_minor,
+        method=payment.method,
+        reference=payment.reference,
     )
 
 

@@ -4,13 +4,13 @@ one-line-per-item timeline `invoicetrail trace` prints."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from pydantic import BaseModel
 
 from invoicetrail.core.clock import iso_instant
 from invoicetrail.core.idempotency import RequestLog
 from invoicetrail.core.money import format_major
+from invoicetrail.einvoicing.schemas import EInvoiceOut
 from invoicetrail.events.schemas import EventOut
 from invoicetrail.exceptions.schemas import ExceptionItemOut
 from invoicetrail.exports.schemas import ExportRowOut
@@ -51,8 +51,7 @@ class TraceOut(BaseModel):
     payments: list[PaymentOut]
     journal_entries: list[JournalEntryOut]
     export_rows: list[ExportRowOut]
-    # Filled once the e-invoicing branch stores submissions; until then always empty.
-    einvoice_submissions: list[dict[str, Any]]
+    einvoice_submissions: list[EInvoiceOut]
     exceptions: list[ExceptionItemOut]
     events: list[EventOut]
 
@@ -97,6 +96,11 @@ def describe(item: BaseModel) -> tuple[str, str]:
         if item.error is not None:
             text += f" error={item.error[:80]!r}"
         return "export_row", text
+    if isinstance(item, EInvoiceOut):
+        text = f"{item.id} {item.regime} {item.document_type} {item.status}"
+        if item.external_id:
+            text += f" external={item.external_id}"
+        return "einvoice_submission", text + (" test" if item.test else "")
     if isinstance(item, ExceptionItemOut):
         return "exception", f"{item.id} {item.kind} {item.status} owner={item.owner}"
     if isinstance(item, EventOut):

@@ -18,6 +18,8 @@ from sqlalchemy.orm import selectinload
 
 from invoicetrail.core.context import Ctx
 from invoicetrail.core.idempotency import RequestLog
+from invoicetrail.einvoicing import service as einvoicing
+from invoicetrail.einvoicing.schemas import EInvoiceOut
 from invoicetrail.events.models import Event
 from invoicetrail.events.schemas import EventOut
 from invoicetrail.exceptions.models import ExceptionItem
@@ -43,8 +45,9 @@ _RANKS: dict[type[BaseModel], int] = {
     PaymentOut: 2,
     JournalEntryOut: 3,
     ExportRowOut: 4,
-    ExceptionItemOut: 5,
-    EventOut: 6,
+    EInvoiceOut: 5,
+    ExceptionItemOut: 6,
+    EventOut: 7,
 }
 
 
@@ -163,6 +166,10 @@ def build(ctx: Ctx, invoice_id: str) -> Trace:
         )
         for view, batch in sorted(export_rows, key=lambda found: found[0].id)
     )
+    submission_steps = _ordered(
+        (row.created_at, row.seq, EInvoiceOut.of(row))
+        for row in einvoicing.for_invoice(ctx, invoice.id)
+    )
     item_steps = _ordered((item.created_at, item.seq, ExceptionItemOut.of(item)) for item in items)
     outbox_steps = _ordered((event.created_at, event.seq, EventOut.of(event)) for event in events)
     out = TraceOut(
@@ -172,7 +179,7 @@ def build(ctx: Ctx, invoice_id: str) -> Trace:
         payments=[item for *_, item in payment_steps],
         journal_entries=[item for *_, item in entry_steps],
         export_rows=[item for *_, item in row_steps],
-        einvoice_submissions=[],
+        einvoice_submissions=[item for *_, item in submission_steps],
         exceptions=[item for *_, item in item_steps],
         events=[item for *_, item in outbox_steps],
     )
@@ -182,6 +189,7 @@ def build(ctx: Ctx, invoice_id: str) -> Trace:
         list(payment_steps),
         list(entry_steps),
         list(row_steps),
+        list(submission_steps),
         list(item_steps),
         list(outbox_steps),
     ]

@@ -151,29 +151,11 @@ class TimelineEntry:
     item: Any
 
 
-def _instant(value: Any) -> datetime:
-    if not isinstance(value, str):
-        return _LAST
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return _LAST
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
 def _timeline(built: traces.Trace) -> list[TimelineEntry]:
-    """The trace's own time order (as `invoicetrail trace` prints it), with e-invoice
-    submissions placed by their instant (the sort is stable: ties keep the chain order)."""
-    found: list[tuple[datetime, str, Any]] = [
-        (step.at, describe(step.item)[0], step.item) for step in built.timeline()
-    ]
-    for submission in built.out.einvoice_submissions:
-        at = _instant(submission.get("created") or submission.get("submitted_at"))
-        found.append((at, "einvoice_submission", submission))
-    found.sort(key=lambda entry: entry[0])
+    """The trace's own time order, as `invoicetrail trace` prints it."""
     return [
-        TimelineEntry(kind, None if at == _LAST else iso_instant(at), item)
-        for at, kind, item in found
+        TimelineEntry(describe(step.item)[0], iso_instant(step.at), step.item)
+        for step in built.timeline()
     ]
 
 
