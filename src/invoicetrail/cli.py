@@ -12,6 +12,7 @@ import typer
 from invoicetrail import cli_control
 from invoicetrail.core.config import Settings
 from invoicetrail.core.migrate import SchemaOutOfDate, require_current_schema, upgrade
+from invoicetrail.einvoicing.cli import einvoice_app
 
 app = typer.Typer(
     help="invoicetrail: invoicing as a controlled chain.",
@@ -225,6 +226,7 @@ def main() -> None:
 
 
 cli_control.register(app)
+app.add_typer(einvoice_app, name="einvoice")
 
 
 if __name__ == "__main__":

@@ -78,7 +78,8 @@ RETRY_DELAYS = (
 DELAYED_ITEM_AFTER_ATTEMPTS = 5
 POLL_DELAYS = (timedelta(seconds=30), timedelta(minutes=2), timedelta(minutes=10))
 CLAIM_LEASE = timedelta(minutes=5)
-CLAIM_BATCH_SIZE = 50
+# Outcomes are recorded per batch: small, so a crash loses (and resends) little.
+CLAIM_BATCH_SIZE = 20
 FINDINGS_IN_ITEM_MAX = 20
 
 
@@ -597,6 +598,7 @@ def process_due(
             if not batch:
                 break
             down: str | None = None
+            results: list[tuple[Claimed, Outcome]] = []
             for claimed in batch:
                 if down is not None:
                     outcome = Outcome("unavailable", message=down)
@@ -611,8 +613,8 @@ def process_due(
                     if outcome.kind == "unavailable":
                         down = outcome.message
                 outcome = replace(outcome, sandbox=bool(getattr(transport, "sandbox", False)))
-                if _record(sessions, clock, settings, claimed, outcome):
-                    progressed += 1
+                results.append((claimed, outcome))
+            progressed += _record(sessions, clock, settings, results)
             if down is not None:
                 break
     return progressed
@@ -630,19 +632,34 @@ def _record(
     sessions: sessionmaker[Session],
     clock: Clock,
     settings: Settings,
-    claimed: Claimed,
-    outcome: Outcome,
-) -> bool:
+    results: list[tuple[Claimed, Outcome]],
+) -> int:
+    """The outcomes of a batch in one transaction, each in a savepoint of its own: a
+    recording bug loses one document's answer (retried after its lease), not the batch's."""
+    if not results:
+        return 0
+    moved = 0
     with write_transaction(sessions) as session:
-        ctx = _worker_ctx(session, claimed.account_id, clock.now(), settings)
-        row = session.execute(
-            select(EInvoice).where(EInvoice.id == claimed.einvoice_id).with_for_update()
-        ).scalar_one()
-        if row.attempt_count != claimed.attempt or row.status != claimed.status:
-            return False  # another worker took it over after our lease ran out
-        moved = _apply(ctx, row, claimed, outcome)
+        now = clock.now()
+        ids = [claimed.einvoice_id for claimed, _ in results]
+        rows = {
+            row.id: row
+            for row in session.execute(
+                select(EInvoice).where(EInvoice.id.in_(ids)).with_for_update()
+            ).scalars()
+        }
+        for claimed, outcome in results:
+            row = rows[claimed.einvoice_id]
+            if row.attempt_count != claimed.attempt or row.status != claimed.status:
+                continue  # another worker took it over after our lease ran out
+            ctx = _worker_ctx(session, claimed.account_id, now, settings)
+            try:
+                with session.begin_nested():
+                    moved += _apply(ctx, row, claimed, outcome)
+            except Exception:
+                log.exception("einvoice %s: recording its outcome failed", claimed.einvoice_id)
         session.commit()
-        return moved
+    return moved
 
 
 def _apply(ctx: Ctx, row: EInvoice, claimed: Claimed, outcome: Outcome) -> bool:

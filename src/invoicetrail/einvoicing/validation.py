@@ -2,11 +2,12 @@
 (compiled XSLT 2.0, run with saxonche), SAT cfdv40.xsd, and the MyInvois document shape.
 
 Each stylesheet and schema is compiled once per process on first use and reused; Saxon runs
-one transform at a time per process (its processor is shared), the XSD checks need no lock.
+one transform at a time per process (its processor is shared), and each XSD one validation at
+a time (lxml keeps a schema's last errors in one shared log).
 
 Speed (SPEC: ≤ 10 ms per Peppol document after the one-time compile): a document is parsed
 once by lxml (the regime check reuses that tree) and once by Saxon, which both stylesheets
-share. Each official stylesheet runs unchanged, imported by a two-line wrapper that keeps only
+share. Each official stylesheet runs unchanged, imported by a small wrapper that keeps only
 its `svrl:failed-assert` elements, so the full SVRL report (every fired rule, indented) is
 neither serialised nor re-parsed. Documents with a DOCTYPE are rejected before either parser
 expands anything (no UBL or CFDI document has one), and Saxon's parser refuses DOCTYPEs too.
