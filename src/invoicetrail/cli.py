@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from invoicetrail import cli_control
+from invoicetrail.core import http
 from invoicetrail.core.config import Settings
 from invoicetrail.core.migrate import SchemaOutOfDate, require_current_schema, upgrade
 from invoicetrail.einvoicing.cli import einvoice_app
@@ -21,9 +22,6 @@ app = typer.Typer(
 )
 accounts_app = typer.Typer(help="Accounts (tenants) and their secret keys.", no_args_is_help=True)
 app.add_typer(accounts_app, name="accounts")
-
-# Header size SPEC accepts (16 KiB) with room for the request line.
-HEADER_BYTES_MAX = 64 * 1024
 
 
 def _settings() -> Settings:
@@ -73,7 +71,7 @@ def serve(
         host=host,
         port=port,
         workers=workers or settings.serve_workers,
-        h11_max_incomplete_event_size=HEADER_BYTES_MAX,
+        h11_max_incomplete_event_size=http.HEADER_BYTES_MAX,
         log_level="info",
         access_log=False,
         timeout_graceful_shutdown=5,

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from invoicetrail.accounts.models import Account, ApiKey, LegalEntity
 from invoicetrail.accounts.schemas import LegalEntityCreate
 from invoicetrail.core.context import Ctx
-from invoicetrail.core.errors import NotFound, Unauthorized
+from invoicetrail.core.errors import Conflict, NotFound, Unauthorized
 from invoicetrail.core.http import Page, Principal
 from invoicetrail.core.ids import new_id, random_alnum
 from invoicetrail.core.listing import list_page
@@ -177,13 +177,29 @@ def rotate_keys(ctx: Ctx, overlap_seconds: int | None) -> RotatedKey:
 
 
 def create_legal_entity(ctx: Ctx, body: LegalEntityCreate) -> LegalEntity:
-    existing_count = int(
-        ctx.session.execute(
-            select(func.count())
-            .select_from(LegalEntity)
-            .where(LegalEntity.account_id == ctx.account_id)
-        ).scalar_one()
-    )
+    # Prefix → entity: a prefix numbers one entity's invoices, so it is unique per account.
+    prefixes = {
+        prefix: entity_id
+        for prefix, entity_id in ctx.session.execute(
+            select(LegalEntity.number_prefix, LegalEntity.id).where(
+                LegalEntity.account_id == ctx.account_id
+            )
+        )
+    }
+    number_prefix = body.number_prefix
+    if number_prefix is not None and number_prefix in prefixes:
+        raise Conflict(
+            f"number_prefix '{number_prefix}' is already used by legal entity "
+            f"{prefixes[number_prefix]}; choose another",
+            param="number_prefix",
+            object_name="legal_entity",
+            code="duplicate_number_prefix",
+            extra={"existing_id": prefixes[number_prefix]},
+        )
+    counter = len(prefixes) + 1
+    while number_prefix is None or number_prefix in prefixes:
+        number_prefix = f"{DEFAULT_NUMBER_PREFIX}{counter}"
+        counter += 1
     address = body.address.model_dump(exclude_none=True) if body.address else {}
     address.setdefault("country", body.country)
     entity = LegalEntity(
@@ -199,7 +215,7 @@ def create_legal_entity(ctx: Ctx, body: LegalEntityCreate) -> LegalEntity:
         cfdi=body.cfdi.model_dump(exclude_none=True) if body.cfdi else None,
         myinvois=body.myinvois.model_dump(exclude_none=True) if body.myinvois else None,
         contact=body.contact.model_dump(exclude_none=True) if body.contact else None,
-        number_prefix=body.number_prefix or f"{DEFAULT_NUMBER_PREFIX}{existing_count + 1}",
+        number_prefix=number_prefix,
         is_default=False,
         created_at=ctx.now,
         request_id=ctx.request_id,

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from fastapi.staticfiles import StaticFiles
 
 from invoicetrail.console import service
 from invoicetrail.console.pages import (
@@ -21,6 +20,7 @@ from invoicetrail.console.pages import (
 from invoicetrail.console.web import (
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
+    ConsoleStaticFiles,
     Page,
     action,
     csrf_refused,
@@ -37,7 +37,7 @@ router = APIRouter(prefix="/console", include_in_schema=False)
 for _area in (exceptions, invoices, payments, reconciliation, exports):
     router.include_router(_area.router)
 STATIC_DIR = Path(__file__).parent / "static"
-static_files = StaticFiles(directory=STATIC_DIR)
+static_files = ConsoleStaticFiles(directory=STATIC_DIR)
 
 
 def _secure(request: Request) -> bool:

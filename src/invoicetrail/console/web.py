@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from pydantic import BaseModel
 
@@ -121,6 +122,15 @@ def render(
             "Referrer-Policy": "same-origin",
         },
     )
+
+
+class ConsoleStaticFiles(StaticFiles):
+    """The console's scripts and styles, never MIME-sniffed into something else."""
+
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
 
 
 def to_login(request: Request) -> RedirectResponse:

@@ -14,6 +14,9 @@ class Settings(BaseSettings):
     database_url: str = DEFAULT_DATABASE_URL
     db_pool_size: int = Field(default=20, ge=1, le=500)
     db_pool_timeout_seconds: float = Field(default=30.0, gt=0)
+    # PostgreSQL: how long opening a connection may take before the request answers 503
+    # (whole seconds; libpq's floor is 2). Bounds a request when the server is unreachable.
+    db_connect_timeout_seconds: int = Field(default=5, ge=2, le=300)
     sqlite_busy_timeout_seconds: float = Field(default=60.0, ge=5)
 
     body_bytes_max: int = Field(default=1_048_576, ge=1024)
@@ -53,6 +56,9 @@ class Settings(BaseSettings):
         default="", pattern=r"^(\d{4}-\d{2}-\d{2}(,\d{4}-\d{2}-\d{2})*)?$"
     )
     export_sync_window_days: int = Field(default=3, ge=1, le=90)
+    # PostgreSQL: no statement of an export build or a reconciliation run runs (or waits for
+    # a lock) longer than this; past it the job rolls back and answers 503 (0: no bound).
+    job_statement_timeout_seconds: float = Field(default=600.0, ge=0, le=86_400)
     delivery_window_hours: int = Field(default=24, ge=24, le=24 * 90)
     reconcile_daily: bool = True
     # Go-live looks at the paid invoices of this many days back.

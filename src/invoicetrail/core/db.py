@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Dialect, Engine, Integer, create_engine, event
+from sqlalchemy import BigInteger, DateTime, Dialect, Engine, Integer, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import JSON, TypeDecorator
@@ -70,6 +70,11 @@ def ensure_sqlite_directory(url: str) -> None:
         )
 
 
+# Bound values hold secrets (webhook signing secrets, idempotent replays of new keys): never
+# in SQL logs or in the text of a database error that gets logged.
+HIDE_SQL_PARAMETERS = True
+
+
 def make_engine(settings: Settings) -> Engine:
     url = normalize_url(settings.database_url)
     if is_sqlite(url):
@@ -83,6 +88,7 @@ def make_engine(settings: Settings) -> Engine:
             pool_size=settings.db_pool_size,
             max_overflow=0,
             pool_timeout=settings.db_pool_timeout_seconds,
+            hide_parameters=HIDE_SQL_PARAMETERS,
         )
         busy_ms = int(settings.sqlite_busy_timeout_seconds * 1000)
 
@@ -106,9 +112,28 @@ def make_engine(settings: Settings) -> Engine:
         pool_size=settings.db_pool_size,
         max_overflow=0,
         pool_timeout=settings.db_pool_timeout_seconds,
+        hide_parameters=HIDE_SQL_PARAMETERS,
         pool_pre_ping=True,
-        connect_args={"connect_timeout": 10},
+        connect_args={
+            "connect_timeout": settings.db_connect_timeout_seconds,
+            # An established connection whose peer vanished (host down, network partition)
+            # fails within ~30 s instead of blocking its request forever: keepalive probes
+            # on an idle wait, and a bound on data the server never acknowledges.
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+            "tcp_user_timeout": 30_000,
+        },
     )
+
+
+def bound_statements(session: Session, seconds: float) -> None:
+    """PostgreSQL: for the rest of this transaction a statement that runs, or waits for a
+    lock, longer than `seconds` is cancelled; the transaction rolls back and the request
+    answers 503 storage_unavailable (retryable). 0 means no bound; SQLite has none."""
+    if seconds > 0 and session.get_bind().dialect.name == "postgresql":
+        session.execute(text(f"SET LOCAL statement_timeout = {max(1, round(seconds * 1000))}"))
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -76,7 +76,10 @@ def _instant(value: Any) -> Any:
         except ValueError:
             parsed = None
         if parsed is not None and parsed.tzinfo is not None:
-            return parsed.astimezone(UTC)
+            try:
+                return parsed.astimezone(UTC)
+            except OverflowError:  # off the calendar in UTC (year 1 at +14:00, 9999 at -14:00)
+                pass
     raise ValueError("must be an ISO 8601 instant with a time zone, like 2026-11-25T10:00:00Z")
 
 

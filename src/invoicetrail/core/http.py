@@ -26,6 +26,7 @@ from invoicetrail.core.config import Settings
 from invoicetrail.core.context import Ctx
 from invoicetrail.core.db import read_session, write_transaction
 from invoicetrail.core.errors import ApiError, IdempotencyError, ValidationFailed
+from invoicetrail.core.faults import crash_point
 from invoicetrail.core.ids import new_id
 
 log = logging.getLogger("invoicetrail.http")
@@ -315,6 +316,7 @@ class WriteRequest:
                     retryable=True,
                     status_code=409,
                 )
+            crash_point("idempotency_locked")
             now = state.clock.now()
             existing = idempotency.find(session, principal.account_id, key, now)
             if existing is not None:
@@ -373,7 +375,9 @@ class WriteRequest:
                 actor=f"api_key:{principal.key_id}",
                 now=now,
             )
+            crash_point("before_commit")
             session.commit()
+        crash_point("after_commit_before_response")
         return Response(
             content=content,
             status_code=status_code,
@@ -493,8 +497,14 @@ class ListOut(BaseModel, Generic[T]):
 # --- middleware ----------------------------------------------------------------------------
 
 
+# SPEC accepts request headers up to 16 KiB in total; far past that is refused here, because
+# the server (httptools) sets no limit of its own and the webhook inbox stores headers.
+HEADER_BYTES_MAX = 64 * 1024
+
+
 class RequestIdMiddleware:
-    """Gives every request a `req_…` id and puts it on every response, errors included."""
+    """Gives every request a `req_…` id and puts it on every response, errors included;
+    refuses oversized headers with 431 before anything reads them."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -505,6 +515,10 @@ class RequestIdMiddleware:
             return
         request_id = new_id("req")
         scope.setdefault("state", {})["request_id"] = request_id
+        header_bytes = sum(len(name) + len(value) for name, value in scope.get("headers", ()))
+        if header_bytes > HEADER_BYTES_MAX:
+            await _refuse_headers(send, request_id, header_bytes)
+            return
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -514,3 +528,31 @@ class RequestIdMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_id)
+
+
+async def _refuse_headers(send: Send, request_id: str, header_bytes: int) -> None:
+    body = json.dumps(
+        {
+            "error": {
+                "type": "invalid_request_error",
+                "code": "request_headers_too_large",
+                "message": f"request headers are {header_bytes} bytes; at most "
+                f"{HEADER_BYTES_MAX} are accepted",
+                "param": None,
+                "retryable": False,
+                "request_id": request_id,
+            }
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 431,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"request-id", request_id.encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

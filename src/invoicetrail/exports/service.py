@@ -29,8 +29,9 @@ from sqlalchemy import String, and_, func, insert, literal, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from invoicetrail.core.context import Ctx
-from invoicetrail.core.db import read_session
+from invoicetrail.core.db import bound_statements, read_session
 from invoicetrail.core.errors import InvalidTransition, NotFound, ValidationFailed, invariant
+from invoicetrail.core.faults import crash_point
 from invoicetrail.core.http import Page
 from invoicetrail.core.ids import new_id
 from invoicetrail.core.listing import list_page
@@ -85,6 +86,7 @@ def create(ctx: Ctx, format_name: str, period: str) -> ExportBatch:
     it already holds exactly those lines."""
     ledger.check_period(period)
     invariant(format_name in FORMATS, f"format {format_name} is known")
+    bound_statements(ctx.session, ctx.settings.job_statement_timeout_seconds)
     _lock_format(ctx, format_name)
     answered = _answered_counts(ctx, format_name, period)
     candidates = _count_period_lines(ctx, period) - answered[SYNCED]
@@ -111,6 +113,7 @@ def create(ctx: Ctx, format_name: str, period: str) -> ExportBatch:
     ctx.session.add(batch)
     ctx.session.flush()
     summary = _take_lines(ctx, batch)
+    crash_point("export_mid_batch")
     # The membership is the truth: a line posted since the count (another transaction's
     # commit) is in it, and the summary was read in the same statement (PostgreSQL) or
     # under the same write lock (SQLite).

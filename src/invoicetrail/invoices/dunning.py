@@ -119,7 +119,9 @@ def reminder_offset_due(
     offsets_days: tuple[int, ...], due_date: date, today: date, queued_offsets: set[int]
 ) -> int | None:
     """The latest offset whose day has come, unless it (or a later one) was already queued."""
-    come = [offset for offset in offsets_days if due_date + timedelta(days=offset) <= today]
+    # Days since due, not due + offset: a due date in year 1 must not overflow the calendar.
+    overdue_days = (today - due_date).days
+    come = [offset for offset in offsets_days if offset <= overdue_days]
     if not come:
         return None
     latest = max(come)
@@ -186,7 +188,7 @@ def _plan(session: Session, today: date, with_reminders: bool) -> list[_Action]:
             if not schedule.enabled or due_date is None:
                 continue
             after = schedule.mark_uncollectible_after_days
-            if after is not None and due_date + timedelta(days=after) <= today:
+            if after is not None and after <= (today - due_date).days:
                 actions.append(_Action(account_id, invoice_id, None))
                 continue
             # Never remind of an invoice the customer has not received.

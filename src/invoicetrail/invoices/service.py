@@ -24,6 +24,7 @@ from invoicetrail.core.errors import (
     ValidationFailed,
     invariant,
 )
+from invoicetrail.core.faults import crash_point
 from invoicetrail.core.http import Page
 from invoicetrail.core.ids import new_id
 from invoicetrail.core.listing import list_page
@@ -140,6 +141,7 @@ def create(ctx: Ctx, body: InvoiceCreate) -> Invoice:
     _set_lines(invoice, build_lines(body.lines))
     ctx.session.add(invoice)
     ctx.session.flush()
+    crash_point("invoice_row_written")
     events.record(ctx, "invoice.created", InvoiceOut.of(invoice))
     return invoice
 

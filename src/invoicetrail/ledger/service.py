@@ -12,6 +12,7 @@ from sqlalchemy.orm import selectinload
 from invoicetrail.core.clock import iso_instant
 from invoicetrail.core.context import Ctx
 from invoicetrail.core.errors import Conflict, NotFound, ValidationFailed, invariant
+from invoicetrail.core.faults import crash_point
 from invoicetrail.core.http import Page
 from invoicetrail.core.ids import new_id
 from invoicetrail.core.listing import list_page
@@ -178,6 +179,7 @@ def post(ctx: Ctx, entry: Entry) -> JournalEntry | None:
     ]
     ctx.session.add(journal_entry)
     ctx.session.flush()
+    crash_point("posting_written")
     events.record(ctx, "journal_entry.created", JournalEntryOut.of(journal_entry))
     return journal_entry
 
@@ -376,5 +378,8 @@ def reopen_period(ctx: Ctx, period: str, reason: str) -> Period:
 def _open_items_in(ctx: Ctx, period: str) -> int:
     """Open exception items raised up to the end of the period: unreconciled work."""
     year, month = int(period[:4]), int(period[5:])
-    end = datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=UTC)
+    try:
+        end = datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=UTC)
+    except ValueError:  # 0000-01…11 end before the calendar starts, 9999-12 after it ends
+        end = (datetime.min if year == 0 else datetime.max).replace(tzinfo=UTC)
     return exceptions.count_open_before(ctx, end)

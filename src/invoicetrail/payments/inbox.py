@@ -18,6 +18,7 @@ from invoicetrail.core.config import Settings
 from invoicetrail.core.context import Ctx
 from invoicetrail.core.db import write_transaction
 from invoicetrail.core.errors import ApiError, NotFound
+from invoicetrail.core.faults import crash_point
 from invoicetrail.core.http import Page
 from invoicetrail.core.idempotency import log_request
 from invoicetrail.core.ids import new_id
@@ -80,8 +81,9 @@ def store_raw(
         event = ProviderEvent(
             id=new_id("pev"),
             account_id=None,
-            endpoint_id=endpoint_id[:300],
-            provider=provider[:64],
+            # The path is anyone's to choose; PostgreSQL text cannot hold U+0000 (%00).
+            endpoint_id=endpoint_id[:300].replace("\x00", "\ufffd"),
+            provider=provider[:64].replace("\x00", "\ufffd"),
             request_id=request_id,
             received_at=clock.now(),
             headers={k.lower(): v for k, v in headers.items() if k.lower() not in _DROPPED_HEADERS},
@@ -124,6 +126,7 @@ def receive(
         request_id=request_id,
         clock=clock,
     )
+    crash_point("webhook_raw_stored")
     if truncated:
         return _error(
             raw.id,

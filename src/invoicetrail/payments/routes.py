@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -34,6 +35,8 @@ from invoicetrail.payments.schemas import (
 )
 
 router = APIRouter(prefix="/v1", tags=["payments"])
+# Answers that may carry a generated secret are replayable only for the minimum retention.
+SECRET_RETENTION = timedelta(days=1)
 
 PaymentStatusFilter = Literal[
     "pending", "processing", "succeeded", "failed", "refunded", "disputed"
@@ -113,6 +116,7 @@ def create_provider_endpoint(write: Write) -> Response:
         command,
         object_name="provider_endpoint",
         action="create a provider endpoint",
+        retention=SECRET_RETENTION,
     )
 
 
@@ -139,6 +143,7 @@ def rotate_provider_secret(endpoint_id: str, write: Write) -> Response:
         command,
         object_name="provider_endpoint",
         action="rotate a provider endpoint secret",
+        retention=SECRET_RETENTION,
     )
 
 

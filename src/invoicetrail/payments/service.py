@@ -12,6 +12,7 @@ from invoicetrail.core.errors import (
     Conflict,
     DuplicateExternalReference,
     NotFound,
+    ParameterMissing,
     ValidationFailed,
 )
 from invoicetrail.core.http import Page
@@ -275,6 +276,14 @@ def pay_invoice(ctx: Ctx, invoice_id: str, body: PayInvoice) -> Invoice:
         return invoice  # the same money reported again: nothing more to apply
     require_action(invoice, "pay")
     amount_minor = body.amount or invoice.amount_remaining_minor
+    if amount_minor <= 0:
+        # Credit notes settled this open invoice in full: the amount cannot default to what
+        # remains (nothing), and a payment of 0 is no payment.
+        raise ParameterMissing(
+            f"invoice {invoice.id} has nothing remaining to pay; give the amount received",
+            param="amount",
+            object_name="invoice",
+        )
     if existing is None:
         if body.external_reference is not None:
             taken = ctx.session.execute(
@@ -422,10 +431,36 @@ def _link_event(payment: Payment, provider_event_id: str) -> None:
         payment.provider_event_ids = [*payment.provider_event_ids, provider_event_id]
 
 
+def _invoice_holding(ctx: Ctx, provider: str, reference: str) -> Invoice | None:
+    """The invoice a provider's payment reference was already applied to. One payment at the
+    provider is one payment here: a later event for it (under another event id) that names no
+    invoice we can use concerns that payment, and its money is never counted a second time."""
+    invoice_ids = {
+        invoice_id
+        for invoice_id in ctx.session.execute(
+            select(Payment.invoice_id).where(
+                Payment.account_id == ctx.account_id,
+                Payment.provider == provider,
+                Payment.reference == reference,
+                Payment.invoice_id.is_not(None),
+            )
+        ).scalars()
+        if invoice_id is not None
+    }
+    if len(invoice_ids) != 1:
+        return None
+    return invoices.find_for_update(ctx, invoice_ids.pop())
+
+
 def _payment_without_invoice(
     ctx: Ctx, evidence: Evidence, *, provider: str, provider_event: str
 ) -> Outcome:
     assert evidence.reference is not None and evidence.status is not None
+    holding = _invoice_holding(ctx, provider, evidence.reference)
+    if holding is not None:
+        return _apply_to_invoice(
+            ctx, evidence, holding, provider=provider, provider_event=provider_event
+        )
     parked = find_by_reference(ctx, None, evidence.reference)
     # Only money coming in is parked: a refund or dispute of a payment not seen yet (it arrived
     # first) is no cash on the account; it is kept on the item below, never counted.
@@ -465,6 +500,9 @@ def _payment_without_invoice(
 def _apply_transfer(ctx: Ctx, evidence: Evidence, *, provider: str, provider_event: str) -> Outcome:
     assert evidence.reference is not None
     invoice = invoices.find_by_bank_transfer_reference(ctx, evidence.reference_code or "")
+    if invoice is None:
+        # The same transfer reported again once its invoice is paid (or once AR applied it).
+        invoice = _invoice_holding(ctx, provider, evidence.reference)
     if invoice is not None:
         return _apply_to_invoice(
             ctx, evidence, invoice, provider=provider, provider_event=provider_event

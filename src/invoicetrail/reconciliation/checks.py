@@ -45,18 +45,30 @@ def business_days_before(instant: datetime, days: int, settings: Settings) -> da
     moved = instant
     remaining = days
     while remaining > 0:
-        moved -= timedelta(days=1)
+        earlier = _before(moved, timedelta(days=1))
+        if earlier == moved:
+            break  # the calendar's first day: nothing is older
+        moved = earlier
         if moved.isoweekday() in weekdays and moved.date() not in holidays:
             remaining -= 1
     return moved
+
+
+def _before(instant: datetime, delta: timedelta) -> datetime:
+    """`instant - delta`, or the first instant of the calendar: a run as of year 1 (a valid
+    `as_of`) finds nothing older instead of failing."""
+    try:
+        return instant - delta
+    except OverflowError:
+        return datetime.min.replace(tzinfo=instant.tzinfo)
 
 
 def window_for(instant: datetime, settings: Settings) -> Window:
     return Window(
         instant=instant,
         ach_cutoff=business_days_before(instant, settings.ach_window_business_days, settings),
-        export_cutoff=instant - timedelta(days=settings.export_sync_window_days),
-        delivery_cutoff=instant - timedelta(hours=settings.delivery_window_hours),
+        export_cutoff=_before(instant, timedelta(days=settings.export_sync_window_days)),
+        delivery_cutoff=_before(instant, timedelta(hours=settings.delivery_window_hours)),
     )
 
 

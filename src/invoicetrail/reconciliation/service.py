@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from invoicetrail.accounts.models import Account
 from invoicetrail.core.context import Ctx
+from invoicetrail.core.db import bound_statements
 from invoicetrail.core.errors import NotFound, ValidationFailed
 from invoicetrail.core.http import Page
 from invoicetrail.core.ids import new_id
@@ -44,6 +45,7 @@ def run(
             param="as_of",
             object_name="reconciliation_run",
         )
+    bound_statements(ctx.session, ctx.settings.job_statement_timeout_seconds)
     # One run at a time per account (API, CLI, console, worker): two runs deciding "no open
     # item yet" for the same cause at once would each insert one.
     ctx.session.execute(select(Account.id).where(Account.id == ctx.account_id).with_for_update())

@@ -25,6 +25,7 @@ from invoicetrail.core.clock import Clock
 from invoicetrail.core.config import Settings
 from invoicetrail.core.context import Ctx
 from invoicetrail.core.db import read_session, write_transaction
+from invoicetrail.core.faults import crash_point
 from invoicetrail.core.ids import new_id
 from invoicetrail.events.models import Event
 from invoicetrail.events.schemas import EventOut
@@ -406,6 +407,7 @@ def deliver_due(
                         client, url, item.body, headers, settings.allow_private_webhook_targets
                     )
                     sent += 1
+                    crash_point("delivery_sent_before_record")
                     if not _record(
                         sessions, clock, settings, worker_id, endpoint_id, item, outcome, rng
                     ):

@@ -5,18 +5,20 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import json
 from datetime import UTC, datetime
 
 from standardwebhooks.webhooks import Webhook
 
 from invoicetrail.payments.providers import (
+    REFERENCE_LENGTH_MAX,
     Evidence,
     UnprocessablePayload,
     VerificationFailed,
     check_tolerance,
     header,
+    load_event,
     optional_str,
+    require_currency,
     require_positive_int,
     require_str,
 )
@@ -74,12 +76,7 @@ def verify(
 
 
 def parse(body: bytes, provider_event_id: str) -> Evidence:
-    try:
-        event = json.loads(body)
-    except (ValueError, RecursionError):
-        raise UnprocessablePayload("The body is not JSON") from None
-    if not isinstance(event, dict):
-        raise UnprocessablePayload("The event is not a JSON object")
+    event = load_event(body)
     event_type = require_str(event.get("type"), "type")
     data = event.get("data")
     if event_type not in STATUS and event_type != "transfer.received":
@@ -98,10 +95,12 @@ def parse(body: bytes, provider_event_id: str) -> Evidence:
     common = {
         "provider_event_id": provider_event_id,
         "event_type": event_type,
-        "reference": require_str(data.get("payment_reference"), "data.payment_reference"),
+        "reference": require_str(
+            data.get("payment_reference"), "data.payment_reference", REFERENCE_LENGTH_MAX
+        ),
         "invoice_id": optional_str(data.get("invoice"), "data.invoice"),
         "amount_minor": require_positive_int(data.get("amount"), "data.amount"),
-        "currency": require_str(data.get("currency"), "data.currency").lower(),
+        "currency": require_currency(data.get("currency"), "data.currency"),
         "method": method if method in METHODS else "other",
         "occurred_at": occurred_at,
     }

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from invoicetrail.payments.providers import (
+    REFERENCE_LENGTH_MAX,
     Evidence,
     UnprocessablePayload,
     VerificationFailed,
     check_tolerance,
     header,
+    load_event,
     optional_str,
+    require_currency,
     require_positive_int,
     require_str,
+    unix_instant,
 )
 
 METHODS = {"card": "card", "us_bank_account": "ach", "customer_balance": "bank_transfer"}
@@ -31,6 +34,10 @@ def verify(
     signature_header = header(headers, "Stripe-Signature")
     if not signature_header:
         raise VerificationFailed("signature_invalid", "Stripe-Signature header is missing")
+    if not signature_header.isascii():
+        # The library compares with hmac.compare_digest on str, which raises TypeError on
+        # non-ASCII: such a header can never match a hex signature, so it is simply invalid.
+        raise VerificationFailed("signature_invalid", "Stripe-Signature is not ASCII")
     try:
         payload = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -59,18 +66,12 @@ def verify(
 
 
 def parse(body: bytes) -> Evidence:
-    try:
-        event = json.loads(body)
-    except (ValueError, RecursionError):
-        raise UnprocessablePayload("The body is not JSON") from None
-    if not isinstance(event, dict):
-        raise UnprocessablePayload("The event is not a JSON object")
+    event = load_event(body)
     event_id = require_str(event.get("id"), "id")
     event_type = require_str(event.get("type"), "type")
     data = event.get("data")
     obj: dict[str, Any] = data.get("object") if isinstance(data, dict) else None  # type: ignore[assignment]
-    created = event.get("created")
-    occurred_at = datetime.fromtimestamp(created, UTC) if isinstance(created, int | float) else None
+    occurred_at = unix_instant(event.get("created"))
     if event_type in PAYMENT_INTENT_STATUS:
         if not isinstance(obj, dict):
             raise UnprocessablePayload("data.object must be a PaymentIntent")
@@ -78,17 +79,19 @@ def parse(body: bytes) -> Evidence:
         raw_metadata = obj.get("metadata")
         metadata: dict[str, Any] = raw_metadata if isinstance(raw_metadata, dict) else {}
         methods = obj.get("payment_method_types") or []
-        method = METHODS.get(methods[0], "other") if isinstance(methods, list) and methods else None
+        method = None
+        if isinstance(methods, list) and methods:
+            method = METHODS.get(methods[0], "other") if isinstance(methods[0], str) else "other"
         amount_field = "amount_received" if status == "succeeded" else "amount"
         return Evidence(
             provider_event_id=event_id,
             event_type=event_type,
             action="payment",
             status=status,
-            reference=require_str(obj.get("id"), "data.object.id"),
+            reference=require_str(obj.get("id"), "data.object.id", REFERENCE_LENGTH_MAX),
             invoice_id=optional_str(metadata.get("invoice"), "data.object.metadata.invoice"),
             amount_minor=require_positive_int(obj.get(amount_field), f"data.object.{amount_field}"),
-            currency=require_str(obj.get("currency"), "data.object.currency").lower(),
+            currency=require_currency(obj.get("currency"), "data.object.currency"),
             method=method,
             occurred_at=occurred_at,
         )
@@ -98,14 +101,17 @@ def parse(body: bytes) -> Evidence:
         refunded = event_type == "charge.refunded"
         amount = obj.get("amount")
         amount_refunded = obj.get("amount_refunded")
+        currency = obj.get("currency")
         return Evidence(
             provider_event_id=event_id,
             event_type=event_type,
             action="refund" if refunded else "dispute",
             status="refunded" if refunded else "disputed",
-            reference=require_str(obj.get("payment_intent"), "data.object.payment_intent"),
+            reference=require_str(
+                obj.get("payment_intent"), "data.object.payment_intent", REFERENCE_LENGTH_MAX
+            ),
             amount_minor=amount if isinstance(amount, int) and amount > 0 else None,
-            currency=(obj.get("currency") or "").lower() or None,
+            currency=require_currency(currency, "data.object.currency") if currency else None,
             occurred_at=occurred_at,
             fully_refunded=bool(obj.get("refunded"))
             or (
