@@ -10,8 +10,9 @@ PORT ?= 8000
 RUN_STAMP := $(VENV)/.run-installed
 DEV_STAMP := $(VENV)/.dev-installed
 PYTEST_ARGS ?=
+RELIABILITY_TESTS ?= tests/test_reliability_crash.py tests/test_reliability_outage.py tests/test_reliability_hostile.py tests/test_reliability_security.py tests/test_tenancy.py tests/test_stateful_invoices.py tests/test_reliability_ledger.py
 
-.PHONY: run test lint pytest bench clean migrate
+.PHONY: run test lint pytest bench clean migrate reliability
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +57,11 @@ pytest: $(DEV_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test: lint pytest
+
+# The whole reliability and security suite (crash points × 25 runs, schemathesis at 100
+# examples per operation, 2,000 stateful steps …); `make test` runs its fast subset.
+reliability: $(DEV_STAMP)
+	INVOICETRAIL_RELIABILITY_FULL=1 $(BIN)/python -m pytest $(RELIABILITY_TESTS) $(PYTEST_ARGS)
 
 bench: $(DEV_STAMP)
 	$(BIN)/python bench/run_all.py
