@@ -612,7 +612,7 @@ def process_due(
                         outcome = Outcome("unavailable", message=f"internal error: {exc!r}")
                     if outcome.kind == "unavailable":
                         down = outcome.message
-                outcome = replace(outcome, sandbox=bool(getattr(transport, "sandbox", False)))
+                outcome = replace(outcome, sandbox=transport.sandbox)
                 results.append((claimed, outcome))
             progressed += _record(sessions, clock, settings, results)
             if down is not None:

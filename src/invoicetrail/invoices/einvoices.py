@@ -46,6 +46,10 @@ def _category(tax_category: str | None, tax_rate: str) -> str:
     return tax_category or ("S" if Decimal(tax_rate) > 0 else "Z")
 
 
+def _bank_account(entity: LegalEntity) -> dict[str, str]:
+    return {k: str(v) for k, v in (entity.bank_account or {}).items() if v}
+
+
 def _exponent(currency: str) -> int:
     exponent = currency_exponent(currency)
     return 2 if exponent is None else exponent
@@ -88,7 +92,7 @@ def issue_for_invoice(
         buyer_reference=invoice.buyer_reference,
         purchase_order=invoice.purchase_order,
         payment_reference=invoice.bank_transfer_reference,
-        bank_account={k: str(v) for k, v in (entity.bank_account or {}).items() if v},
+        bank_account=_bank_account(entity),
         collection_method=invoice.collection_method,
         customer_id=customer.id,
     )
@@ -174,7 +178,7 @@ def issue_for_credit_note(
         payable_minor=note.total_minor,
         buyer_reference=invoice.buyer_reference,
         purchase_order=invoice.purchase_order,
-        bank_account={k: str(v) for k, v in (entity.bank_account or {}).items() if v},
+        bank_account=_bank_account(entity),
         collection_method=invoice.collection_method,
         billing_reference_number=invoice.number,
         billing_reference_issue_date=invoice.finalized_at.date(),
@@ -202,11 +206,12 @@ def issue_for_payment(
     reference: str,
 ) -> None:
     """CFDI: money received on a PPD invoice (payable later) is filed as a Pago complement."""
+    # The cheap checks first: this runs for every payment applied, in every market.
+    if applied_minor <= 0 or invoice.collection_method != "send_invoice":
+        return  # nothing applied, or PUE: paid at issue, the invoice itself says so
     document = einvoicing.current_for_invoice(ctx, invoice.id)
-    if document is None or document.regime != "cfdi" or applied_minor <= 0:
+    if document is None or document.regime != "cfdi":
         return
-    if invoice.collection_method != "send_invoice":
-        return  # PUE: paid at issue, the invoice itself says so
     assert invoice.number is not None
     invoice_facts = DocumentFacts.from_json(document.facts)
     installment = 1 + sum(
